@@ -1,0 +1,54 @@
+"""The RWKV G1 chat template (`User: ...\\n\\nAssistant:`) and think-span stripping."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Sequence
+from typing import Literal
+
+ROLES = {"system": "System", "user": "User", "assistant": "Assistant"}
+STOP = "\n\n"
+Think = Literal["think", "no_think"] | None
+
+_THINK_SUFFIX = {None: "", "think": " <think", "no_think": " <think>\n</think"}
+_THINK_SPAN = re.compile(r"<think>.*?(</think>|$)", re.DOTALL)
+
+
+def clean(text: str) -> str:
+    """"\\n\\n" separates turns, so a message may not contain it."""
+    return re.sub(r"\n{2,}", "\n", text.replace("\r\n", "\n")).strip()
+
+
+def turn(role: str, text: str) -> str:
+    """One finished turn, ending in the separator: `User: hi\\n\\n`."""
+    if role not in ROLES:
+        raise ValueError(f"unknown chat role {role!r}; expected one of {sorted(ROLES)}")
+    return f"{ROLES[role]}: {clean(text)}{STOP}"
+
+
+def chat_prompt(
+    messages: Sequence[tuple[str, str]] | Sequence[dict[str, str]],
+    *,
+    system: str | None = None,
+    think: Think = None,
+    add_generation_prompt: bool = True,
+) -> str:
+    """Formats a conversation; ends with `Assistant:` (no space) when a reply is wanted.
+
+    `messages` are `(role, text)` pairs or `{"role", "content"}` dicts; roles are `system`, `user`,
+    `assistant`. `think="think"` opens a reasoning span (`Assistant: <think`), `"no_think"` writes
+    an empty one so the model answers directly.
+    """
+    pairs = [(m["role"], m["content"]) if isinstance(m, dict) else tuple(m) for m in messages]
+    head = turn("system", system) if system is not None else ""
+    body = "".join(turn(role, text) for role, text in pairs)
+    if not add_generation_prompt:
+        return head + body
+    if think not in _THINK_SUFFIX:
+        raise ValueError(f"think must be one of {list(_THINK_SUFFIX)}, got {think!r}")
+    return head + body + "Assistant:" + _THINK_SUFFIX[think]
+
+
+def strip_think(text: str) -> str:
+    """Removes `<think>...</think>` spans, and an unclosed `<think>` to the end of the text."""
+    return _THINK_SPAN.sub("", text).strip()

@@ -1,0 +1,125 @@
+"""The RWKV World tokenizer: greedy longest byte match over a vocab file in the official format."""
+
+from __future__ import annotations
+
+import ast
+import functools
+import os
+from collections.abc import Iterable, Sequence
+from importlib import resources
+
+WORLD_VOCAB = "rwkv_vocab_v20230424"
+
+
+def _parse_line(line: str, lineno: int, source: str) -> tuple[int, bytes]:
+    """`<id> <python literal> <byte length>`; the literal is a str (UTF-8 encoded) or bytes."""
+    try:
+        first, last = line.index(" "), line.rindex(" ")
+        idx = int(line[:first])
+        value = ast.literal_eval(line[first:last].strip())
+        length = int(line[last:])
+    except (ValueError, SyntaxError) as e:
+        raise ValueError(f"{source}:{lineno}: malformed vocab line {line!r}") from e
+    if isinstance(value, str):
+        value = value.encode("utf-8")
+    if not isinstance(value, bytes) or len(value) != length:
+        raise ValueError(f"{source}:{lineno}: token {value!r} does not have length {length}")
+    return idx, value
+
+
+class Tokenizer:
+    """Greedy longest-match tokenizer. Every byte string encodes as long as all 256 bytes are tokens.
+
+    Token 0 is not a vocab entry: it marks end of document and is never produced by `encode`.
+    """
+
+    def __init__(self, vocab: dict[int, bytes], name: str = "custom"):
+        if 0 in vocab:
+            raise ValueError("token id 0 is reserved for end-of-document and cannot be a vocab entry")
+        self.name = name
+        self.id_to_bytes = dict(vocab)
+        self.bytes_to_id = {b: i for i, b in vocab.items()}
+        if len(self.bytes_to_id) != len(vocab):
+            raise ValueError("vocab has duplicate tokens")
+        self.max_id = max(vocab)
+        self._trie: dict = {}
+        for token, idx in self.bytes_to_id.items():
+            node = self._trie
+            for byte in token:
+                node = node.setdefault(byte, {})
+            node[None] = idx
+
+    @classmethod
+    def from_file(cls, path: str | os.PathLike, name: str | None = None) -> Tokenizer:
+        # Text mode with universal newlines: the PyPI copy of the World vocab has CRLF endings.
+        with open(path, encoding="utf-8") as f:
+            lines = f.read().splitlines()
+        vocab = {}
+        for lineno, line in enumerate(lines, 1):
+            if not line.strip():
+                continue
+            idx, token = _parse_line(line, lineno, str(path))
+            if idx in vocab:
+                raise ValueError(f"{path}:{lineno}: duplicate token id {idx}")
+            vocab[idx] = token
+        return cls(vocab, name=name or os.path.splitext(os.path.basename(path))[0])
+
+    @property
+    def vocab_size(self) -> int:
+        """Rows an embedding needs: the largest id plus one."""
+        return self.max_id + 1
+
+    def encode_bytes(self, src: bytes) -> list[int]:
+        tokens = []
+        pos, n = 0, len(src)
+        root = self._trie
+        while pos < n:
+            node, best, best_end, i = root, None, pos, pos
+            while i < n:
+                node = node.get(src[i])
+                if node is None:
+                    break
+                i += 1
+                if None in node:
+                    best, best_end = node[None], i
+            if best is None:
+                raise ValueError(f"byte {src[pos]:#04x} at offset {pos} is not in vocab {self.name}")
+            tokens.append(best)
+            pos = best_end
+        return tokens
+
+    def encode(self, text: str) -> list[int]:
+        """Lone surrogates are encoded with `surrogatepass`, so no str makes this fail."""
+        return self.encode_bytes(text.encode("utf-8", errors="surrogatepass"))
+
+    def decode_bytes(self, tokens: Iterable[int]) -> bytes:
+        try:
+            return b"".join(self.id_to_bytes[int(t)] for t in tokens)
+        except KeyError as e:
+            raise ValueError(f"token id {e.args[0]} is not in vocab {self.name}") from None
+
+    def decode(self, tokens: Sequence[int]) -> str:
+        """Like the official tokenizer: text that is not valid UTF-8 (or an unknown id) gives '\\ufffd'."""
+        try:
+            return self.decode_bytes(tokens).decode("utf-8")
+        except (ValueError, UnicodeDecodeError):
+            return "\ufffd"
+
+    def token_text(self, idx: int) -> str:
+        return self.id_to_bytes[idx].decode("utf-8", errors="replace")
+
+
+@functools.cache
+def world_tokenizer() -> Tokenizer:
+    """The official 65,529-token World vocab shipped with the package."""
+    path = resources.files("rwkv_jax") / "vocab" / f"{WORLD_VOCAB}.txt"
+    return Tokenizer.from_file(str(path), name=WORLD_VOCAB)
+
+
+def load_tokenizer(name_or_path: str | os.PathLike) -> Tokenizer:
+    """A bundled vocab by name (`rwkv_vocab_v20230424`) or any vocab file in the official format."""
+    if str(name_or_path) == WORLD_VOCAB:
+        return world_tokenizer()
+    if not os.path.exists(name_or_path):
+        raise FileNotFoundError(f"no vocab file {name_or_path!s} (and it is not a bundled vocab name)")
+    return Tokenizer.from_file(name_or_path)
