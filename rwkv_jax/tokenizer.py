@@ -123,3 +123,16 @@ def load_tokenizer(name_or_path: str | os.PathLike) -> Tokenizer:
     if not os.path.exists(name_or_path):
         raise FileNotFoundError(f"no vocab file {name_or_path!s} (and it is not a bundled vocab name)")
     return Tokenizer.from_file(name_or_path)
+
+
+def save_vocab(tokenizer: Tokenizer, path: str | os.PathLike) -> None:
+    """Writes the vocab in the official `<id> <literal> <byte length>` format (str literal when
+    the token is valid UTF-8, bytes literal otherwise), readable by `Tokenizer.from_file`."""
+    with open(path, "w", encoding="utf-8", newline="\n") as f:
+        for idx in sorted(tokenizer.id_to_bytes):
+            token = tokenizer.id_to_bytes[idx]
+            try:
+                literal = repr(token.decode("utf-8"))
+            except UnicodeDecodeError:
+                literal = repr(token)
+            f.write(f"{idx} {literal} {len(token)}\n")

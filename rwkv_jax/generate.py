@@ -1,0 +1,166 @@
+"""Batched generation: exact prefill of ragged prompts, then a jitted decode loop.
+
+Prompts of different lengths are right-padded and read with `length`, so no sequence's state
+ever sees a pad token. Decoding runs inside one `lax.while_loop` over a vmapped `step`; a finished
+sequence's state is frozen, so every row equals a one-by-one run.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+from collections.abc import Sequence
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from rwkv_jax.chat import STOP
+from rwkv_jax.checkpoint import Model
+from rwkv_jax.config import Config
+from rwkv_jax.model import forward, step
+from rwkv_jax.params import Params
+from rwkv_jax.sampling import GREEDY, Penalty, Sampling, adjust_logits, choose, count_weights, remember
+from rwkv_jax.state import State
+from rwkv_jax.stops import cut_at_stop, stop_tables
+from rwkv_jax.tokenizer import Tokenizer
+
+PROMPT_BUCKET = 32  # prompt lengths are padded up to a multiple of this, to bound recompiles
+
+
+@dataclasses.dataclass(frozen=True)
+class Generation:
+    """Outputs per prompt: generated ids (stop string included), text (cut before the stop
+    string), whether a stop string ended it, and the state after the last generated token
+    (a `State` with batch shape `[B]`)."""
+
+    tokens: list[list[int]]
+    texts: list[str]
+    stopped: list[bool]
+    state: State
+
+
+@functools.partial(jax.jit, static_argnames=("cfg", "max_new_tokens", "sampling"))
+def generate_tokens(
+    params: Params,
+    cfg: Config,
+    prompts: jax.Array,
+    lengths: jax.Array,
+    state: State,
+    key: jax.Array,
+    stop_table: jax.Array,
+    stop_match: jax.Array,
+    count_weight: jax.Array,
+    *,
+    max_new_tokens: int,
+    sampling: Sampling = GREEDY,
+):
+    """The pure core of `generate`.
+
+    prompts `[B, T]` right-padded, lengths `[B]` (>= 1), state with batch shape `[B]`,
+    stop_table `[S, M + 1, V]`, stop_match `[S]`, count_weight `[V]`.
+    Returns tokens `[B, max_new_tokens]` (0 after the end), counts `[B]`, stopped `[B]`, State.
+    """
+    B = prompts.shape[0]
+    n_stops = stop_table.shape[0]
+    read = jax.vmap(lambda t, n, s: forward(params, cfg, t, s, logits="last", length=n))
+    logits, state = read(prompts, lengths, state)
+    advance = jax.vmap(lambda t, s: step(params, cfg, t, s))
+
+    def cond(carry):
+        i, done = carry[0], carry[3]
+        return (i < max_new_tokens) & ~jnp.all(done)
+
+    def body(carry):
+        i, logits, state, done, out, count, stop_q, penalty, key = carry
+        key, sub = jax.random.split(key)
+        keys = jax.random.split(sub, B)
+        adjusted = jax.vmap(lambda lg, p: adjust_logits(lg, sampling, p))(logits, penalty)
+        token = jax.vmap(lambda lg, k: choose(lg, sampling, k))(adjusted, keys)
+        token = jnp.where(done, 0, token)
+        out = out.at[:, i].set(token)
+        count = count + (~done).astype(jnp.int32)
+        if sampling.penalised:
+            penalty = jax.vmap(lambda p, t: remember(p, t, sampling, count_weight))(penalty, token)
+        stop_q = stop_table[jnp.arange(n_stops)[None, :], stop_q, token[:, None]]  # [B, S]
+        new_logits, new_state = advance(token, state)
+        keep = lambda new, old: jnp.where(done.reshape((B,) + (1,) * (new.ndim - 1)), old, new)
+        state = jax.tree.map(keep, new_state, state)
+        logits = keep(new_logits, logits)
+        done = done | jnp.any(stop_q == stop_match[None, :], axis=1)
+        return i + 1, logits, state, done, out, count, stop_q, penalty, key
+
+    penalty = jax.vmap(lambda _: Penalty.zeros(cfg.vocab_size))(jnp.arange(B))
+    carry = (
+        jnp.int32(0), logits, state, jnp.zeros(B, bool),
+        jnp.zeros((B, max_new_tokens), jnp.int32), jnp.zeros(B, jnp.int32),
+        jnp.zeros((B, n_stops), jnp.int32), penalty, key,
+    )
+    _, _, state, _, out, count, stop_q, _, _ = jax.lax.while_loop(cond, body, carry)
+    stopped = jnp.any(stop_q == stop_match[None, :], axis=1)
+    return out, count, stopped, state
+
+
+@functools.lru_cache(maxsize=8)
+def _tables(tokenizer: Tokenizer, stops: tuple[str, ...], vocab_size: int):
+    table, match = stop_tables(tokenizer, stops, vocab_size)
+    return jnp.asarray(table), jnp.asarray(match), jnp.asarray(count_weights(tokenizer, vocab_size))
+
+
+def pad_prompts(prompts: Sequence[Sequence[int]], bucket: int = PROMPT_BUCKET) -> tuple[np.ndarray, np.ndarray]:
+    """Right-pads token lists to `[B, T]` (T a multiple of `bucket`) and returns their lengths."""
+    lengths = np.array([len(p) for p in prompts], np.int32)
+    if lengths.min(initial=1) < 1:
+        raise ValueError("every prompt needs at least one token")
+    width = -(-int(lengths.max()) // bucket) * bucket
+    out = np.zeros((len(prompts), width), np.int32)
+    for row, p in enumerate(prompts):
+        out[row, : len(p)] = p
+    return out, lengths
+
+
+def broadcast_state(state: State | None, cfg: Config, batch: int) -> State:
+    """A `[B]`-batched state from None (zeros), one unbatched state, or a `[B]` batch."""
+    if state is None:
+        return State.zeros(cfg, (batch,))
+    state.check(cfg)
+    if state.batch_shape == ():
+        return jax.tree.map(lambda x: jnp.broadcast_to(x, (batch, *x.shape)), state)
+    if state.batch_shape != (batch,):
+        raise ValueError(f"state batch shape {state.batch_shape} does not match {batch} prompts")
+    return state
+
+
+def generate(
+    model: Model,
+    prompts: Sequence[str] | Sequence[Sequence[int]],
+    *,
+    max_new_tokens: int = 256,
+    sampling: Sampling = GREEDY,
+    key: jax.Array | None = None,
+    state: State | None = None,
+    stop: tuple[str, ...] = (STOP,),
+) -> Generation:
+    """Continues each prompt (text, or token ids) from `state` until a stop string or the budget.
+
+    `state` is None (zeros), one state shared by every prompt, or a batch of `len(prompts)` states.
+    Sampling needs an explicit PRNG `key`; greedy decoding ignores it.
+    """
+    if not prompts:
+        raise ValueError("no prompts to generate from")
+    if not sampling.greedy and key is None:
+        raise ValueError("sampling needs an explicit PRNG key (or use greedy sampling)")
+    tok = model.tokenizer
+    ids = [tok.encode(p) if isinstance(p, str) else list(p) for p in prompts]
+    padded, lengths = pad_prompts(ids)
+    table, match, weights = _tables(tok, tuple(stop), model.cfg.vocab_size)
+    out, count, stopped, final = generate_tokens(
+        model.params, model.cfg, jnp.asarray(padded), jnp.asarray(lengths),
+        broadcast_state(state, model.cfg, len(ids)),
+        key if key is not None else jax.random.key(0), table, match, weights,
+        max_new_tokens=max_new_tokens, sampling=sampling,
+    )
+    out, count, stopped = np.asarray(out), np.asarray(count), np.asarray(stopped)
+    tokens = [row[:n].tolist() for row, n in zip(out, count)]
+    texts = [cut_at_stop(tok.decode(t), tuple(stop))[0] for t in tokens]
+    return Generation(tokens=tokens, texts=texts, stopped=stopped.tolist(), state=final)

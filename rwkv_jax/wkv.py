@@ -1,0 +1,128 @@
+"""The RWKV-7 wkv recurrence, per head, in the official [value, key] state layout.
+
+    S_t = S_{t-1} diag(w_t) + (S_{t-1} a_t) b_t^T + v_t k_t^T,      y_t = S_t r_t
+
+with a = -kk and b = kk * a (the "generalized delta rule"). Two implementations give the same
+numbers (to float32 rounding): `wkv_scan` steps token by token (decoding, research traces) and
+`wkv_chunked` does the work inside a chunk of C tokens as matrix products and only steps across
+chunks (prefill and training, where a per-token scan leaves the matrix units idle).
+
+All inputs are float32 and time-major: r, log_w, k, v, a, b `[T, H, N]`; state `[H, N, N]`.
+`log_w` is the log of the per-channel decay, in (-0.61, 0].
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+import jax
+import jax.numpy as jnp
+from jax import lax
+
+Impl = Literal["scan", "chunked"]
+
+
+def _step(state: jax.Array, r, w, k, v, a, b) -> tuple[jax.Array, jax.Array]:
+    # state [H, Nv, Nk]; vectors [H, N]
+    sa = jnp.einsum("hvk,hk->hv", state, a)
+    state = state * w[:, None, :] + sa[:, :, None] * b[:, None, :] + v[:, :, None] * k[:, None, :]
+    return state, jnp.einsum("hvk,hk->hv", state, r)
+
+
+def wkv_scan(r, log_w, k, v, a, b, state, *, emit_states: bool = False):
+    """Token-by-token recurrence. Returns y `[T, H, N]`, the final state and, with
+    `emit_states`, the state after every token `[T, H, N, N]`."""
+
+    def body(s, inputs):
+        r_t, lw_t, k_t, v_t, a_t, b_t = inputs
+        s, y = _step(s, r_t, jnp.exp(lw_t), k_t, v_t, a_t, b_t)
+        return s, (y, s) if emit_states else y
+
+    state, out = lax.scan(body, state, (r, log_w, k, v, a, b))
+    if emit_states:
+        y, states = out
+        return y, state, states
+    return out, state
+
+
+def _pad_time(x: jax.Array, n: int) -> jax.Array:
+    return jnp.pad(x, ((0, n),) + ((0, 0),) * (x.ndim - 1)) if n else x
+
+
+def wkv_chunked(r, log_w, k, v, a, b, state, *, chunk_size: int = 32):
+    """Chunkwise-parallel recurrence (WY form). Returns y `[T, H, N]` and the final state.
+
+    Within a chunk, with D_t the cumulative decay from the chunk start to token t and
+    u_t = S_{t-1} a_t the delta-rule read, every u_t and y_t is linear in the chunk-start state S0:
+        U = P S0^T + Q,  P = (I - A_ab)^-1 (a * D_{t-1}),  Q = (I - A_ab)^-1 A_ak V
+        Y = (r * D_t) S0^T + A_rb U + A_rk V
+        S_end = S0 diag(D_C) + U^T (b * D_C / D) + V^T (k * D_C / D)
+    where A_xy[t, s] = sum_j x_t[j] y_s[j] D_t[j] / D_s[j] over s < t (or s <= t for r).
+    Only S0 -> S_end is sequential. Decays stay in float32 range because |log_w| < 0.61, so a
+    chunk of 64 spans at most e^39.
+    """
+    if not 1 <= chunk_size <= 64:
+        raise ValueError(f"chunk_size must be in [1, 64] for float32 decays, got {chunk_size}")
+    T, H, N = r.shape
+    C = chunk_size
+    pad = -T % C
+    # Padded tokens are identity updates: log_w = 0, k = b = 0.
+    r, log_w, k, v, a, b = (_pad_time(x, pad) for x in (r, log_w, k, v, a, b))
+    n_chunks = (T + pad) // C
+
+    def chunks(x):  # [T, H, N] -> [n, H, C, N]
+        return x.reshape(n_chunks, C, H, N).transpose(0, 2, 1, 3)
+
+    r, log_w, k, v, a, b = (chunks(x) for x in (r, log_w, k, v, a, b))
+    g_inc = jnp.cumsum(log_w, axis=2)  # log D_t
+    g_exc = g_inc - log_w  # log D_{t-1}
+    g_end = g_inc[:, :, -1:, :]  # log D_C
+    d_inv = jnp.exp(-g_inc)
+    r_d, a_d = r * jnp.exp(g_inc), a * jnp.exp(g_exc)
+    k_tail, b_tail = k * jnp.exp(g_end - g_inc), b * jnp.exp(g_end - g_inc)
+
+    strict = jnp.tril(jnp.ones((C, C), bool), -1)
+    causal = jnp.tril(jnp.ones((C, C), bool))
+
+    def inner(x, y, mask):  # [n, H, C, C]
+        return jnp.where(mask, jnp.einsum("nhtj,nhsj->nhts", x, y * d_inv), 0.0)
+
+    a_ab, a_ak = inner(a_d, b, strict), inner(a_d, k, strict)
+    a_rb, a_rk = inner(r_d, b, causal), inner(r_d, k, causal)
+
+    # (I - A_ab) is unit lower triangular: one batched solve gives P and Q together.
+    eye = jnp.eye(C, dtype=r.dtype)
+    rhs = jnp.concatenate([a_d, jnp.einsum("nhts,nhsv->nhtv", a_ak, v)], axis=-1)
+    pq = lax.linalg.triangular_solve(
+        eye - a_ab, rhs, left_side=True, lower=True, unit_diagonal=True
+    )
+    p, q = pq[..., :N], pq[..., N:]
+
+    def across(s0, chunk):
+        p_c, q_c, v_c, k_tail_c, b_tail_c, g_end_c = chunk
+        u = jnp.einsum("htk,hvk->htv", p_c, s0) + q_c
+        s1 = (
+            s0 * jnp.exp(g_end_c)
+            + jnp.einsum("htv,htk->hvk", u, b_tail_c)
+            + jnp.einsum("htv,htk->hvk", v_c, k_tail_c)
+        )
+        return s1, s0
+
+    state, starts = lax.scan(across, state, (p, q, v, k_tail, b_tail, g_end))
+    u = jnp.einsum("nhtk,nhvk->nhtv", p, starts) + q
+    y = (
+        jnp.einsum("nhtk,nhvk->nhtv", r_d, starts)
+        + jnp.einsum("nhts,nhsv->nhtv", a_rb, u)
+        + jnp.einsum("nhts,nhsv->nhtv", a_rk, v)
+    )
+    y = y.transpose(0, 2, 1, 3).reshape(n_chunks * C, H, N)[:T]
+    return y, state
+
+
+def wkv(r, log_w, k, v, a, b, state, *, impl: Impl = "chunked", chunk_size: int = 32):
+    """Dispatches to one of the two implementations; both return (y `[T, H, N]`, state)."""
+    if impl == "scan":
+        return wkv_scan(r, log_w, k, v, a, b, state)
+    if impl == "chunked":
+        return wkv_chunked(r, log_w, k, v, a, b, state, chunk_size=chunk_size)
+    raise ValueError(f"unknown wkv implementation {impl!r}; expected 'scan' or 'chunked'")
