@@ -78,7 +78,8 @@ def adjust_logits(logits: jax.Array, s: Sampling, penalty: Penalty) -> jax.Array
     if s.ban:
         logits = logits.at[jnp.array(s.ban)].set(-jnp.inf)
     if s.penalised:
-        logits = logits - s.presence_penalty * penalty.seen - s.frequency_penalty * penalty.count
+        seen = penalty.seen.astype(logits.dtype)
+        logits = logits - s.presence_penalty * seen - s.frequency_penalty * penalty.count
     return logits
 
 
