@@ -20,7 +20,15 @@ from rwkv_jax.checkpoint import Model
 from rwkv_jax.config import Config
 from rwkv_jax.model import forward, step
 from rwkv_jax.params import Params
-from rwkv_jax.sampling import GREEDY, Penalty, Sampling, adjust_logits, choose, count_weights, remember
+from rwkv_jax.sampling import (
+    GREEDY,
+    Penalty,
+    Sampling,
+    adjust_logits,
+    choose,
+    count_weights,
+    remember,
+)
 from rwkv_jax.state import State
 from rwkv_jax.stops import cut_at_stop, stop_tables
 from rwkv_jax.tokenizer import Tokenizer
@@ -65,7 +73,7 @@ def generate_tokens(
     n_stops = stop_table.shape[0]
     read = jax.vmap(lambda t, n, s: forward(params, cfg, t, s, logits="last", length=n))
     logits, state = read(prompts, lengths, state)
-    advance = jax.vmap(lambda t, s: step(params, cfg, t, s))
+    advance = jax.vmap(lambda t, s: step(params, cfg, t, s, unroll_layers=True))
 
     def cond(carry):
         i, done = carry[0], carry[3]

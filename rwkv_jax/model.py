@@ -114,7 +114,7 @@ def channel_mix(p: Params, x: jax.Array, shift: jax.Array) -> jax.Array:
 
 
 def _run(params: Params, cfg: Config, tokens: jax.Array, state: State, *, impl: Impl,
-         chunk_size: int, length: jax.Array | None, trace: bool):
+         chunk_size: int, length: jax.Array | None, trace: bool, unroll: bool = False):
     """Shared body of `forward` and `forward_trace`: final hidden `[T, D]`, State, extras."""
     x = layer_norm(params["emb"][tokens], params["ln0"])
     valid = None if length is None else jnp.arange(tokens.shape[0]) < length
@@ -136,7 +136,17 @@ def _run(params: Params, cfg: Config, tokens: jax.Array, state: State, *, impl: 
         return (x_out, v_first), (new_state, extras)
 
     layers = (params["blocks"], state.wkv, state.att_shift, state.ffn_shift, jnp.arange(cfg.n_layer))
-    (x, _), ((wkv_s, att_s, ffn_s), extras) = lax.scan(block, (x, jnp.zeros_like(x)), layers)
+    carry = (x, jnp.zeros_like(x))
+    if unroll:
+        # Static per-layer slices instead of a scan: inside a decode loop XLA hoists them out,
+        # whereas a scan's dynamic slices copy every layer's weights on every step.
+        outs = []
+        for i in range(cfg.n_layer):
+            carry, out = block(carry, jax.tree.map(lambda a: a[i], layers))
+            outs.append(out)
+        (x, _), ((wkv_s, att_s, ffn_s), extras) = carry, jax.tree.map(lambda *a: jnp.stack(a), *outs)
+    else:
+        (x, _), ((wkv_s, att_s, ffn_s), extras) = lax.scan(block, carry, layers)
     return x, State(wkv=wkv_s, att_shift=att_s, ffn_shift=ffn_s), extras
 
 
@@ -179,11 +189,16 @@ def prefill(params: Params, cfg: Config, tokens: jax.Array, state: State | None 
     return forward(params, cfg, tokens, state, logits="last", length=length)
 
 
-@functools.partial(jax.jit, static_argnames=("cfg",))
-def step(params: Params, cfg: Config, token: jax.Array, state: State) -> tuple[jax.Array, State]:
-    """One decoding step: token `[]` int -> logits `[V]`, new state."""
+@functools.partial(jax.jit, static_argnames=("cfg", "unroll_layers"))
+def step(params: Params, cfg: Config, token: jax.Array, state: State, *,
+         unroll_layers: bool = False) -> tuple[jax.Array, State]:
+    """One decoding step: token `[]` int -> logits `[V]`, new state.
+
+    `unroll_layers` pays off only inside a jitted decode loop, where per-layer weight slices are
+    loop-invariant and computed once.
+    """
     x, state, _ = _run(params, cfg, jnp.reshape(token, (1,)), state, impl="scan", chunk_size=1,
-                       length=None, trace=False)
+                       length=None, trace=False, unroll=unroll_layers)
     return _head(params, x[0]), state
 
 

@@ -5,7 +5,6 @@ import random
 import chex
 import jax
 import jax.numpy as jnp
-import numpy as np
 import pytest
 from conftest import perturbed_params
 
@@ -107,7 +106,8 @@ def test_presence_penalty_stops_repeating(model, small_tok):
 def test_state_argument_is_shared_or_batched(model):
     _, s = forward(model.params, model.cfg, jnp.array(model.tokenizer.encode("the cat")))
     shared = generate(model, ["ab", "bc"], max_new_tokens=4, state=s, stop=())
-    batched = generate(model, ["ab", "bc"], max_new_tokens=4, state=jax.tree.map(lambda x: jnp.stack([x, x]), s), stop=())
+    pair = jax.tree.map(lambda x: jnp.stack([x, x]), s)
+    batched = generate(model, ["ab", "bc"], max_new_tokens=4, state=pair, stop=())
     assert shared.tokens == batched.tokens
     with pytest.raises(ValueError, match="batch shape"):
         generate(model, ["ab"], state=State.zeros(model.cfg, (3,)))

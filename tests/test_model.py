@@ -36,13 +36,14 @@ def test_config_is_inferred_from_params(tiny):
         Config.from_params({"emb": params["emb"]})
 
 
-def test_repeated_step_equals_forward(tiny):
+@pytest.mark.parametrize("unroll", [False, True])
+def test_repeated_step_equals_forward(tiny, unroll):
     cfg, params = tiny
     toks = tokens(12)
     full, final = forward(params, cfg, toks, wkv="scan")
     state, outs = State.zeros(cfg), []
     for t in toks:
-        logits, state = step(params, cfg, t, state)
+        logits, state = step(params, cfg, t, state, unroll_layers=unroll)
         outs.append(logits)
     np.testing.assert_allclose(jnp.stack(outs), full, **TOL)
     chex.assert_trees_all_close(state, final, **TOL)

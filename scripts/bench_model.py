@@ -1,0 +1,182 @@
+"""Speed of rwkv_jax against the official `rwkv` package on one random 0.1B-shape model.
+
+    python scripts/bench_model.py [--prefill 512] [--decode 64] [--stream-tokens 1000000]
+
+Both run on this CPU in one process, same weights (written as an official `.pth`), fp32.
+Prints a markdown report: prefill, training (forward + backward), decode at batch 1/8/32, and peak
+RSS while streaming tokens through `forward` with a carried state (the constant-memory promise).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import statistics
+import tempfile
+import time
+from pathlib import Path
+
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # torch's OpenMP spin-waits on shared cores
+os.environ["RWKV_V7_ON"] = "1"
+
+import jax  # noqa: E402
+import jax.numpy as jnp  # noqa: E402
+import numpy as np  # noqa: E402
+
+from rwkv_jax import Config, State, forward, init_params  # noqa: E402
+from rwkv_jax.generate import generate_tokens  # noqa: E402
+from rwkv_jax.model import step  # noqa: E402
+
+
+def median_time(fn, reps: int) -> float:
+    fn()  # warm-up / compile
+    times = []
+    for _ in range(reps):
+        t = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - t)
+    return statistics.median(times)
+
+
+def rss_mib() -> tuple[float, float]:
+    """(current, peak) resident set size of this process in MiB."""
+    fields = dict(line.split(":", 1) for line in Path("/proc/self/status").read_text().splitlines())
+    return int(fields["VmRSS"].split()[0]) / 1024, int(fields["VmHWM"].split()[0]) / 1024
+
+
+def random_params(cfg: Config, seed: int = 0):
+    params = init_params(cfg, jax.random.key(seed))
+    leaves, treedef = jax.tree.flatten(params)
+    keys = jax.random.split(jax.random.key(seed + 1), len(leaves))
+    return jax.tree.unflatten(treedef, [x + 0.02 * jax.random.normal(k, x.shape) for x, k in zip(leaves, keys)])
+
+
+def bench_official(path: Path, prompt: np.ndarray, n_decode: int, reps: int, threads: int) -> dict:
+    import torch
+
+    torch.set_num_threads(threads)
+    from rwkv.model import RWKV
+
+    model = RWKV(model=str(path.with_suffix("")), strategy="cpu fp32")
+    toks = [int(t) for t in prompt]
+    prefill = median_time(lambda: model.forward(toks, None), reps)
+    out, state = model.forward(toks, None)
+
+    def decode():
+        nonlocal out, state
+        for _ in range(n_decode):
+            out, state = model.forward([int(out.argmax())], state)
+
+    return {"prefill": len(toks) / prefill, "decode1": n_decode / median_time(decode, reps)}
+
+
+def bench_ours(params, cfg: Config, prompt: np.ndarray, n_decode: int, reps: int) -> dict:
+    toks = jnp.asarray(prompt)
+    res = {}
+    for impl in ("chunked", "scan"):
+        f = jax.jit(lambda p, t, impl=impl: forward(p, cfg, t, wkv=impl, logits="last")[0])
+        res[f"prefill_{impl}"] = len(prompt) / median_time(lambda: f(params, toks).block_until_ready(), reps)
+
+        def loss(p, impl=impl):
+            logits, _ = forward(p, cfg, toks[:-1], wkv=impl)
+            return -jnp.take_along_axis(jax.nn.log_softmax(logits), toks[1:, None], 1).mean()
+
+        g = jax.jit(jax.grad(loss))
+        res[f"train_{impl}"] = (len(prompt) - 1) / median_time(
+            lambda: jax.block_until_ready(g(params)), max(1, reps // 2)
+        )
+
+    _, state = forward(params, cfg, toks)
+    logits = jnp.zeros(cfg.vocab_size)
+
+    def host_loop():  # the official package's loop shape: one call and a host sync per token
+        nonlocal logits, state
+        for _ in range(n_decode):
+            logits, state = step(params, cfg, jnp.argmax(logits), state)
+            int(jnp.argmax(logits))
+
+    res["decode1_step"] = n_decode / median_time(host_loop, reps)
+    no_stop = (jnp.zeros((0, 1, cfg.vocab_size), jnp.int32), jnp.zeros((0,), jnp.int32))
+    for batch in (1, 8, 32):
+        prompts = jnp.asarray(np.tile(prompt[:16], (batch, 1)))
+        lengths = jnp.full((batch,), 16, jnp.int32)
+        start = jax.tree.map(lambda x: jnp.broadcast_to(x, (batch, *x.shape)), state)
+
+        def run(batch=batch, prompts=prompts, lengths=lengths, start=start):
+            out = generate_tokens(
+                params, cfg, prompts, lengths, start, jax.random.key(0), *no_stop,
+                jnp.ones(cfg.vocab_size), max_new_tokens=n_decode,
+            )
+            jax.block_until_ready(out)
+
+        # prefill of the 16-token prompt is included; measured separately and subtracted
+        read = jax.jit(jax.vmap(lambda t, n, s: forward(params, cfg, t, s, logits="last", length=n)))
+        t_read = median_time(lambda: jax.block_until_ready(read(prompts, lengths, start)), reps)
+        res[f"decode{batch}_loop"] = batch * n_decode / max(median_time(run, reps) - t_read, 1e-9)
+    return res
+
+
+def stream_memory(total: int, chunk: int) -> list[tuple[int, float, float]]:
+    cfg = Config.default(2, 128, 1024)
+    params = random_params(cfg)
+    f = jax.jit(lambda p, t, s: forward(p, cfg, t, s, logits="last"))
+    state, rng = State.zeros(cfg), np.random.default_rng(0)
+    marks, rows, done = {10_000, 100_000, total}, [], 0
+    while done < total:
+        toks = jnp.asarray(rng.integers(0, cfg.vocab_size, chunk), jnp.int32)
+        logits, state = f(params, toks, state)
+        logits.block_until_ready()
+        done += chunk
+        for m in sorted(marks):
+            if done >= m:
+                rows.append((done, *rss_mib()))
+                marks.discard(m)
+    return rows
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--prefill", type=int, default=512)
+    ap.add_argument("--decode", type=int, default=64)
+    ap.add_argument("--reps", type=int, default=3)
+    ap.add_argument("--threads", type=int, default=2, help="torch threads for the official package")
+    ap.add_argument("--stream-tokens", type=int, default=1_000_000)
+    ap.add_argument("--stream-chunk", type=int, default=4096)
+    args = ap.parse_args()
+
+    from convert import write_pth
+
+    cfg = Config.default(12, 768, 65536)
+    params = random_params(cfg)
+    prompt = np.random.default_rng(0).integers(1, cfg.vocab_size, args.prefill).astype(np.int32)
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / "bench.pth"
+        write_pth(params, path, dtype="float32")
+        official = bench_official(path, prompt, args.decode, args.reps, args.threads)
+    ours = bench_ours(params, cfg, prompt, args.decode, args.reps)
+
+    print(f"## 0.1B shape (L=12, D=768, V=65536, fp32), {jax.devices()[0].device_kind}, "
+          f"jax {jax.__version__}, official rwkv with {args.threads} torch threads\n")
+    print("| measure | official rwkv (tok/s) | rwkv_jax (tok/s) | ratio |")
+    print("|---|---|---|---|")
+    rows = [
+        (f"prefill {args.prefill}, chunked wkv", official["prefill"], ours["prefill_chunked"]),
+        (f"prefill {args.prefill}, scan wkv", official["prefill"], ours["prefill_scan"]),
+        ("decode batch 1, host loop (one call per token)", official["decode1"], ours["decode1_step"]),
+        ("decode batch 1, jitted loop", official["decode1"], ours["decode1_loop"]),
+        ("decode batch 8, jitted loop (all rows)", official["decode1"], ours["decode8_loop"]),
+        ("decode batch 32, jitted loop (all rows)", official["decode1"], ours["decode32_loop"]),
+    ]
+    for name, ref, val in rows:
+        print(f"| {name} | {ref:.1f} | {val:.1f} | {val / ref:.2f}x |")
+    for impl in ("chunked", "scan"):
+        print(f"| training {args.prefill - 1} tokens fwd+bwd, {impl} wkv | n/a | {ours[f'train_{impl}']:.1f} | |")
+    print(f"\n## Streaming {args.stream_tokens} tokens in {args.stream_chunk}-token chunks (L=2, D=128)\n")
+    print("| tokens read | RSS (MiB) | peak RSS (MiB) |")
+    print("|---|---|---|")
+    for n, cur, peak in stream_memory(args.stream_tokens, args.stream_chunk):
+        print(f"| {n} | {cur:.0f} | {peak:.0f} |")
+
+
+if __name__ == "__main__":
+    main()
