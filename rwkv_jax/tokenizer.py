@@ -136,3 +136,24 @@ def save_vocab(tokenizer: Tokenizer, path: str | os.PathLike) -> None:
             except UnicodeDecodeError:
                 literal = repr(token)
             f.write(f"{idx} {literal} {len(token)}\n")
+
+
+def subset_vocab(base: Tokenizer, texts: Iterable[str], name: str) -> tuple[Tokenizer, dict[int, int]]:
+    """A compact vocab: the 256 single bytes plus every `base` token that tokenizing `texts` uses,
+    renumbered densely (bytes keep ids 1..256). Returns it and the map new id -> base id.
+
+    Greedy longest match over this subset tokenizes those texts exactly as `base` does (a longer
+    match in the subset would also be a longer match in `base`), and any other text still encodes.
+    """
+    single = {b: base.bytes_to_id.get(bytes([b])) for b in range(256)}
+    if None in single.values():
+        raise ValueError(f"vocab {base.name} lacks some single-byte tokens")
+    used = set()
+    for text in texts:
+        used.update(base.encode(text))
+    used -= set(single.values())
+    vocab = {b + 1: bytes([b]) for b in range(256)}
+    to_base = {b + 1: single[b] for b in range(256)}
+    for new, old in enumerate(sorted(used), start=257):
+        vocab[new], to_base[new] = base.id_to_bytes[old], old
+    return Tokenizer(vocab, name=name), to_base

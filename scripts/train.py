@@ -1,0 +1,87 @@
+"""Train (or resume, or fine-tune) an RWKV-7 on the RIME training corpus.
+
+    python scripts/train.py --run runs/rime-tiny --layers 4 --embd 128 --steps 3000 \
+        --export rwkv_jax/models/rime-tiny
+
+Re-running the same command resumes from the run's latest checkpoint. `--init-from CKPT` starts
+from an existing model (e.g. a converted official checkpoint) with its tokenizer.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import random
+import time
+
+from tqdm import tqdm
+
+import rwkv_jax
+from rime.corpus import TrainingCorpus
+from rwkv_jax.checkpoint import save
+from rwkv_jax.tokenizer import Tokenizer, save_vocab, subset_vocab, world_tokenizer
+from rwkv_jax.train import TrainConfig, train
+
+VOCAB_SAMPLE = 20_000
+
+
+def build_vocab(corpus: TrainingCorpus, path, name: str) -> Tokenizer:
+    """The compact vocab: World tokens the corpus uses (and all bytes), saved with its id map."""
+    rng = random.Random("vocab")
+    texts = [corpus.dialogue(rng) for _ in range(VOCAB_SAMPLE)]
+    texts += [p + " " + a for p, a in corpus.questions(rng, VOCAB_SAMPLE)]
+    tok, to_world = subset_vocab(world_tokenizer(), texts, name)
+    save_vocab(tok, path / "vocab.txt")
+    (path / "world_ids.json").write_text(json.dumps({str(k): v for k, v in to_world.items()}))
+    return tok
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--run", required=True, help="run directory (checkpoints, configs)")
+    ap.add_argument("--layers", type=int, default=4)
+    ap.add_argument("--embd", type=int, default=128)
+    ap.add_argument("--init-from", help="start from this model (path or bundled name)")
+    ap.add_argument("--export", help="write the final model here as an rwkv_jax checkpoint")
+    for f in dataclasses.fields(TrainConfig):
+        ap.add_argument(f"--{f.name.replace('_', '-')}", type=type(f.default), default=f.default)
+    args = ap.parse_args()
+    tc = TrainConfig(**{f.name: getattr(args, f.name) for f in dataclasses.fields(TrainConfig)})
+
+    from pathlib import Path
+
+    run_dir = Path(args.run)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    corpus = TrainingCorpus()
+    if args.init_from:
+        base = rwkv_jax.load(args.init_from)
+        tok, cfg, params = base.tokenizer, base.cfg, base.params
+    else:
+        tok = (Tokenizer.from_file(run_dir / "vocab.txt", name="rime-tiny")
+               if (run_dir / "vocab.txt").exists() else build_vocab(corpus, run_dir, "rime-tiny"))
+        cfg = rwkv_jax.Config.default(args.layers, args.embd, tok.vocab_size)
+        params = None
+    print(f"config {cfg}\nvocab {tok.vocab_size} tokens; {tc}")
+    bar = tqdm(total=tc.steps, unit="step")
+    last, t0, seen = None, time.perf_counter(), 0
+    for m in train(corpus, tok, cfg, tc, run_dir, params=params, tokenizer_ref=str(run_dir / "vocab.txt")):
+        if bar.n == 0:
+            bar.update(m["step"] - 1)
+            t0 = time.perf_counter()
+        seen += m["tokens"]
+        post = {"loss": f"{m['loss']:.3f}", "tok/s": f"{seen / (time.perf_counter() - t0):.0f}"}
+        if "answer_accuracy" in m:
+            post["acc"] = f"{m['answer_accuracy']:.2f}"
+            tqdm.write(json.dumps({k: v for k, v in m.items() if k != "params"}))
+        bar.set_postfix(post)
+        bar.update(1)
+        last = m
+    bar.close()
+    if args.export and last is not None:
+        save(args.export, last["params"], cfg, tok, overwrite=True)
+        print(f"exported {args.export}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,97 @@
+"""Training: the loss falls, a resumed run equals an uninterrupted one, batches are reproducible."""
+
+import dataclasses
+import random
+
+import jax
+import numpy as np
+import pytest
+
+from rwkv_jax import Config, Tokenizer
+from rwkv_jax.tokenizer import subset_vocab, world_tokenizer
+from rwkv_jax.train import TrainConfig, make_batch, reply_weights, train
+
+COLORS = ["red", "blue", "green", "gold", "grey", "pink"]
+NAMES = ["Ana", "Bo", "Cyd", "Dee", "Eli", "Fay"]
+
+
+class ToyCorpus:
+    """Who wears which colour: the answer must be copied from the passage."""
+
+    def dialogue(self, rng: random.Random) -> str:
+        name, color = rng.choice(NAMES), rng.choice(COLORS)
+        return f"User: {name} wears {color}.\n\nAssistant: Noted.\n\nUser: What does {name} wear?\n\nAssistant: {color}\n\n"
+
+    def questions(self, rng: random.Random, n: int):
+        out = []
+        for _ in range(n):
+            name, color = rng.choice(NAMES), rng.choice(COLORS)
+            out.append((f"User: {name} wears {color}.\n\nAssistant: Noted.\n\nUser: What does {name} wear?\n\nAssistant:",
+                        color))
+        return out
+
+
+@pytest.fixture(scope="module")
+def toy_tok() -> Tokenizer:
+    rng = random.Random(0)
+    return subset_vocab(world_tokenizer(), [ToyCorpus().dialogue(rng) for _ in range(200)], "toy")[0]
+
+
+def tc(**kw) -> TrainConfig:
+    base = TrainConfig(batch_size=4, seq_len=64, steps=30, peak_lr=3e-3, warmup=5, eval_every=0,
+                       checkpoint_every=10, seed=3)
+    return dataclasses.replace(base, **kw)
+
+
+def test_subset_vocab_tokenizes_like_world(toy_tok):
+    text = ToyCorpus().dialogue(random.Random(5))
+    world = world_tokenizer()
+    assert [toy_tok.id_to_bytes[i] for i in toy_tok.encode(text)] == [world.id_to_bytes[i] for i in world.encode(text)]
+    assert toy_tok.decode(toy_tok.encode("ünseen text ✓")) == "ünseen text ✓"
+    assert toy_tok.vocab_size < 400
+
+
+def test_reply_weights_mark_assistant_tokens(toy_tok):
+    text = "User: Bo wears red.\n\nAssistant: red\n\n"
+    ids, w = reply_weights(toy_tok, text, 0.25)
+    pieces = [toy_tok.id_to_bytes[i].decode() for i in ids]
+    weighted = "".join(p for p, x in zip(pieces, w) if x == 1.0)
+    assert weighted == " red\n\n"
+    assert all(x == 0.25 for p, x in zip(pieces, w) if "wears" in p)
+
+
+def test_batches_are_a_function_of_seed_and_step(toy_tok):
+    a = make_batch(ToyCorpus(), toy_tok, tc(), 7)
+    b = make_batch(ToyCorpus(), toy_tok, tc(), 7)
+    c = make_batch(ToyCorpus(), toy_tok, tc(), 8)
+    assert all(np.array_equal(x, y) for x, y in zip(a, b))
+    assert not np.array_equal(a[0], c[0])
+    assert a[0].shape == (4, 65) and a[1].shape == (4, 64)
+
+
+def test_micro_training_lowers_the_loss(toy_tok, tmp_path):
+    cfg = Config.default(1, 64, toy_tok.vocab_size)
+    losses = [m["loss"] for m in train(ToyCorpus(), toy_tok, cfg, tc(), tmp_path / "run")]
+    assert len(losses) == 30
+    assert np.mean(losses[-5:]) < 0.7 * np.mean(losses[:3])
+
+
+def test_resumed_run_equals_uninterrupted_run(toy_tok, tmp_path):
+    cfg = Config.default(1, 64, toy_tok.vocab_size)
+    settings = tc(steps=20)
+    whole = list(train(ToyCorpus(), toy_tok, cfg, settings, tmp_path / "a"))[-1]["params"]
+    first = list(train(ToyCorpus(), toy_tok, cfg, settings, tmp_path / "b", stop_at=13))
+    assert first[-1]["step"] == 13  # interrupted after a checkpoint at 10; steps 11-13 are lost
+    resumed = list(train(ToyCorpus(), toy_tok, cfg, settings, tmp_path / "b"))
+    assert resumed[0]["step"] == 11
+    for x, y in zip(jax.tree.leaves(whole), jax.tree.leaves(resumed[-1]["params"])):
+        np.testing.assert_array_equal(np.asarray(x), np.asarray(y))
+
+
+def test_resuming_with_other_settings_is_refused(toy_tok, tmp_path):
+    cfg = Config.default(1, 64, toy_tok.vocab_size)
+    list(train(ToyCorpus(), toy_tok, cfg, tc(steps=2, warmup=1), tmp_path / "r"))
+    with pytest.raises(ValueError, match="other settings"):
+        list(train(ToyCorpus(), toy_tok, cfg, tc(steps=2, warmup=1, peak_lr=1e-2), tmp_path / "r"))
+    with pytest.raises(ValueError, match="warmup"):
+        tc(steps=5, warmup=5)
