@@ -1,0 +1,50 @@
+"""Import and export official RWKV-7 (x070) checkpoints: BlinkDL `.pth`, Hugging Face safetensors.
+
+    convert("rwkv7-g1.pth", "ckpt/")            # -> rwkv_jax.load("ckpt/")
+    convert("ckpt/", "copy.pth")                 # and back (or to a HF directory)
+    params, cfg, meta = read_pth("model.pth")   # jax CPU arrays in the file's dtype
+    write_pth(params, "copy.pth")                # loadable by the official `rwkv` package
+
+Also `python -m convert IN OUT`. torch is imported only when a `.pth` is read or written; the
+HF format needs neither torch nor the `safetensors` package (see `convert.safetensors`).
+
+Modules: `keymap` (the name table), `assemble` (tensors <-> params, streaming), `pth`, `hf`,
+`safetensors` (file format), `pages` (releasing mapped pages), `pipeline` (`convert`), `errors`.
+"""
+
+from convert.assemble import SourceMeta
+from convert.errors import (
+    ConvertError,
+    CorruptCheckpointError,
+    DtypeError,
+    KeyMismatchError,
+    NonFiniteError,
+    NotX070Error,
+    ShapeMismatchError,
+    UnsafeCheckpointError,
+    UnsupportedFormatError,
+    VocabMismatchError,
+)
+from convert.hf import read_hf, write_hf
+from convert.pipeline import convert, detect_format
+from convert.pth import read_pth, write_pth
+
+__all__ = [
+    "ConvertError",
+    "CorruptCheckpointError",
+    "DtypeError",
+    "KeyMismatchError",
+    "NonFiniteError",
+    "NotX070Error",
+    "ShapeMismatchError",
+    "SourceMeta",
+    "UnsafeCheckpointError",
+    "UnsupportedFormatError",
+    "VocabMismatchError",
+    "convert",
+    "detect_format",
+    "read_hf",
+    "read_pth",
+    "write_hf",
+    "write_pth",
+]

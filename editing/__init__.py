@@ -1,0 +1,61 @@
+"""Editing the RWKV-7 recurrent state: algebra, calibration deltas, transplants, edit methods.
+
+Everything here is a pure function of `rwkv_jax.State` pytrees; the README's "Editing the state"
+section shows the main calls.
+"""
+
+from editing.algebra import (
+    Delta,
+    Edit,
+    apply,
+    apply_edit,
+    delta,
+    interpolate,
+    revert,
+    scale,
+    transplant,
+    undo,
+)
+from editing.calibration import calibrate, calibrate_batch, edit, wrap
+from editing.checks import NonFiniteDeltaError, StateMismatchError
+from editing.measure import Breakdown, cosine, norms
+from editing.methods import (
+    CaseEdit,
+    EditMethod,
+    ModelLike,
+    get_method,
+    method_names,
+    register,
+)
+from editing.select import ALL, SPANS, Selection
+
+__all__ = [
+    "ALL",
+    "SPANS",
+    "Breakdown",
+    "CaseEdit",
+    "Delta",
+    "Edit",
+    "EditMethod",
+    "ModelLike",
+    "NonFiniteDeltaError",
+    "Selection",
+    "StateMismatchError",
+    "apply",
+    "apply_edit",
+    "calibrate",
+    "calibrate_batch",
+    "cosine",
+    "delta",
+    "edit",
+    "get_method",
+    "interpolate",
+    "method_names",
+    "norms",
+    "register",
+    "revert",
+    "scale",
+    "transplant",
+    "undo",
+    "wrap",
+]

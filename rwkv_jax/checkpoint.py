@@ -82,10 +82,11 @@ def save(
             "vocab": vocab,
         }
         (tmp / META).write_text(json.dumps(meta, indent=2, sort_keys=True))
-        checkpointer = ocp.StandardCheckpointer()
-        checkpointer.save(tmp / "params", params)
-        checkpointer.wait_until_finished()
-        checkpointer.close()
+        # Synchronous, uncompressed, at most 1 GB in flight: a multi-GB model is written without
+        # staging a second full copy in host memory.
+        handler = ocp.PyTreeCheckpointHandler(use_compression=False, save_concurrent_gb=1)
+        with ocp.Checkpointer(handler) as checkpointer:
+            checkpointer.save(tmp / "params", args=ocp.args.PyTreeSave(params))
         if path.exists():
             shutil.rmtree(path)
         os.replace(tmp, path)

@@ -183,6 +183,19 @@ class Run:
         self.manager.close()
 
 
+def final_params(directory: str | Path, cfg: Config, tc: TrainConfig) -> Params:
+    """The parameters of a run's latest checkpoint (e.g. to export a run that already finished)."""
+    run = Run(Path(directory), cfg, tc)
+    try:
+        template = init_params(cfg, jax.random.key(tc.seed))
+        step, params, _ = run.restore(template, optimizer(tc).init(template))
+    finally:
+        run.close()
+    if step == 0:
+        raise FileNotFoundError(f"{directory} holds no checkpoint")
+    return params
+
+
 def train(
     corpus: Corpus,
     tokenizer: Tokenizer,

@@ -13,7 +13,9 @@ import argparse
 import dataclasses
 import json
 import random
+import shutil
 import time
+from pathlib import Path
 
 from tqdm import tqdm
 
@@ -21,7 +23,7 @@ import rwkv_jax
 from rime.corpus import TrainingCorpus
 from rwkv_jax.checkpoint import save
 from rwkv_jax.tokenizer import Tokenizer, save_vocab, subset_vocab, world_tokenizer
-from rwkv_jax.train import TrainConfig, train
+from rwkv_jax.train import TrainConfig, final_params, train
 
 VOCAB_SAMPLE = 20_000
 
@@ -49,23 +51,21 @@ def main() -> None:
     args = ap.parse_args()
     tc = TrainConfig(**{f.name: getattr(args, f.name) for f in dataclasses.fields(TrainConfig)})
 
-    from pathlib import Path
-
     run_dir = Path(args.run)
     run_dir.mkdir(parents=True, exist_ok=True)
     corpus = TrainingCorpus()
     if args.init_from:
         base = rwkv_jax.load(args.init_from)
-        tok, cfg, params = base.tokenizer, base.cfg, base.params
+        tok, cfg, params, ref = base.tokenizer, base.cfg, base.params, args.init_from
     else:
         tok = (Tokenizer.from_file(run_dir / "vocab.txt", name="rime-tiny")
                if (run_dir / "vocab.txt").exists() else build_vocab(corpus, run_dir, "rime-tiny"))
         cfg = rwkv_jax.Config.default(args.layers, args.embd, tok.vocab_size)
-        params = None
+        params, ref = None, str(run_dir / "vocab.txt")
     print(f"config {cfg}\nvocab {tok.vocab_size} tokens; {tc}")
     bar = tqdm(total=tc.steps, unit="step")
     last, t0, seen = None, time.perf_counter(), 0
-    for m in train(corpus, tok, cfg, tc, run_dir, params=params, tokenizer_ref=str(run_dir / "vocab.txt")):
+    for m in train(corpus, tok, cfg, tc, run_dir, params=params, tokenizer_ref=ref):
         if bar.n == 0:
             bar.update(m["step"] - 1)
             t0 = time.perf_counter()
@@ -78,8 +78,11 @@ def main() -> None:
         bar.update(1)
         last = m
     bar.close()
-    if args.export and last is not None:
-        save(args.export, last["params"], cfg, tok, overwrite=True)
+    if args.export:
+        final = last["params"] if last is not None else final_params(run_dir, cfg, tc)
+        save(args.export, final, cfg, tok, overwrite=True)
+        if (run_dir / "world_ids.json").exists():
+            shutil.copy(run_dir / "world_ids.json", Path(args.export) / "world_ids.json")
         print(f"exported {args.export}")
 
 

@@ -60,7 +60,7 @@ def test_split_sequence_carries_state(tiny, impl):
     chex.assert_trees_all_close(s_b, s_whole, atol=5e-5, rtol=2e-5)
 
 
-@pytest.mark.parametrize("chunk_size,n", [(16, 50), (32, 64), (64, 100), (32, 7)])
+@pytest.mark.parametrize("chunk_size,n", [(16, 50), (24, 50), (32, 64), (64, 100), (32, 7)])
 def test_chunked_matches_scan_outputs_and_states(tiny, chunk_size, n):
     cfg, params = tiny
     toks = tokens(n, seed=n)

@@ -18,17 +18,16 @@ NAMES = ["Ana", "Bo", "Cyd", "Dee", "Eli", "Fay"]
 class ToyCorpus:
     """Who wears which colour: the answer must be copied from the passage."""
 
-    def dialogue(self, rng: random.Random) -> str:
+    def _prompt(self, rng: random.Random) -> tuple[str, str]:
         name, color = rng.choice(NAMES), rng.choice(COLORS)
-        return f"User: {name} wears {color}.\n\nAssistant: Noted.\n\nUser: What does {name} wear?\n\nAssistant: {color}\n\n"
+        return f"User: {name} wears {color}.\n\nAssistant: Noted.\n\nUser: What does {name} wear?\n\nAssistant:", color
 
-    def questions(self, rng: random.Random, n: int):
-        out = []
-        for _ in range(n):
-            name, color = rng.choice(NAMES), rng.choice(COLORS)
-            out.append((f"User: {name} wears {color}.\n\nAssistant: Noted.\n\nUser: What does {name} wear?\n\nAssistant:",
-                        color))
-        return out
+    def dialogue(self, rng: random.Random) -> str:
+        prompt, color = self._prompt(rng)
+        return f"{prompt} {color}\n\n"
+
+    def questions(self, rng: random.Random, n: int) -> list[tuple[str, str]]:
+        return [self._prompt(rng) for _ in range(n)]
 
 
 @pytest.fixture(scope="module")

@@ -1,0 +1,52 @@
+"""`python -m convert IN OUT [--dtype fp32|bf16] [--format auto|pth|hf] [--vocab FILE]`.
+
+Argument parsing, a per-tensor progress bar and one call to `convert.convert`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from tqdm import tqdm
+
+from convert.errors import ConvertError
+from convert.pipeline import convert
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="python -m convert",
+        description="Official RWKV-7 .pth / HF safetensors -> rwkv_jax checkpoint, or back "
+        "(when IN is an rwkv_jax checkpoint: OUT ending in .pth gives .pth, else a HF directory).",
+    )
+    parser.add_argument("src", metavar="IN")
+    parser.add_argument("dst", metavar="OUT")
+    parser.add_argument("--dtype", choices=["fp32", "bf16"], help="default: the input's dtype")
+    parser.add_argument("--format", choices=["auto", "pth", "hf"], default="auto",
+                        help="format of the official side (default: from the path)")
+    parser.add_argument("--vocab", metavar="FILE", help="vocab file (default: RWKV World)")
+    parser.add_argument("--overwrite", action="store_true", help="replace OUT if it exists")
+    args = parser.parse_args(argv)
+
+    bar = tqdm(unit="tensor", desc="converting", leave=True)
+
+    def on_tensor(name: str, index: int, count: int) -> None:
+        bar.total = count
+        bar.set_postfix_str(name, refresh=False)
+        bar.update(1)
+
+    try:
+        out = convert(args.src, args.dst, dtype=args.dtype, format=args.format,
+                      vocab=args.vocab, overwrite=args.overwrite, on_tensor=on_tensor)
+    except (ConvertError, OSError) as e:
+        bar.close()
+        print(f"error: {e}", file=sys.stderr)
+        return 1
+    bar.close()
+    print(f"wrote {out}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,268 @@
+"""Edit methods behind one interface, so an evaluator can run any of them by name.
+
+An edit method is a frozen dataclass whose fields are its options, with a pure
+`apply(state, model, case) -> state`. `model` is anything with `params`, `cfg` and `tokenizer`
+attributes (`rwkv_jax.load(...)`'s bundle, or `editing.testing.RandomModel`); `case` is a
+`CaseEdit`, plain strings an evaluator reads off a benchmark case. New methods subclass
+`EditMethod`, set `name` and register themselves with `@register`.
+
+    method = get_method("delta", components="wkv", layers="upper_half")
+    edited = method.apply(state, model, case)
+"""
+
+from __future__ import annotations
+
+import abc
+import dataclasses
+import math
+import zlib
+from typing import Any, ClassVar, Protocol
+
+import jax
+
+from editing import algebra, measure
+from editing.algebra import Delta
+from editing.calibration import TEMPLATES, Encoder, Template, calibrate, read
+from editing.select import Selection
+from rwkv_jax.chat import turn
+from rwkv_jax.config import Config
+from rwkv_jax.params import Params
+from rwkv_jax.state import COMPONENTS, State
+
+
+class ModelLike(Protocol):
+    params: Params
+    cfg: Config
+    tokenizer: Encoder
+
+
+@dataclasses.dataclass(frozen=True)
+class CaseEdit:
+    """One requested fact edit, as plain strings.
+
+    Attributes:
+      entity: who the fact is about ("Rohan").
+      property: the attribute that changes ("vehicle").
+      value_old: the value the live state holds ("hatchback").
+      value_new: the value the edit should install ("minivan").
+      p_old: calibration prompt stating the old value ("Rohan's vehicle is hatchback.").
+      p_new: the same prompt with the new value ("Rohan's vehicle is minivan."). The two should
+        differ only in the value.
+      p_same: a differently worded prompt that states the *old* value, the second half of the
+        null edit's pair. Empty: "The {property} of {entity} is {value_old}."
+      correction: the sentence the in-context edit adds. Empty:
+        "The {property} of {entity} is now {value_new}."
+    """
+
+    entity: str
+    property: str
+    value_old: str
+    value_new: str
+    p_old: str
+    p_new: str
+    p_same: str = ""
+    correction: str = ""
+
+    def __post_init__(self) -> None:
+        for f in dataclasses.fields(self):
+            value = getattr(self, f.name)
+            if not isinstance(value, str):
+                raise TypeError(f"CaseEdit.{f.name} must be a str, got {type(value).__name__}")
+            if not value and f.default is dataclasses.MISSING:
+                raise ValueError(f"CaseEdit.{f.name} must not be empty")
+
+    @property
+    def same_value_prompt(self) -> str:
+        return self.p_same or f"The {self.property} of {self.entity} is {self.value_old}."
+
+    @property
+    def correction_text(self) -> str:
+        return self.correction or f"The {self.property} of {self.entity} is now {self.value_new}."
+
+
+@dataclasses.dataclass(frozen=True)
+class EditMethod(abc.ABC):
+    """A named edit method; its dataclass fields are its options."""
+
+    name: ClassVar[str]
+
+    @abc.abstractmethod
+    def apply(self, state: State, model: ModelLike, case: CaseEdit) -> State:
+        """The edited state. Pure: `state` is not modified."""
+
+    @property
+    def options(self) -> dict[str, Any]:
+        return {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
+
+    @property
+    def label(self) -> str:
+        """The name plus every option that differs from its default: `delta(components=wkv)`."""
+        changed = [f"{f.name}={_short(getattr(self, f.name))}" for f in dataclasses.fields(self)
+                   if getattr(self, f.name) != f.default]
+        return f"{self.name}({', '.join(changed)})" if changed else self.name
+
+
+def _short(value: Any) -> str:
+    if isinstance(value, tuple) and all(isinstance(v, str) for v in value):
+        return "+".join(value)
+    return str(value)
+
+
+_REGISTRY: dict[str, type[EditMethod]] = {}
+
+
+def register(cls: type[EditMethod]) -> type[EditMethod]:
+    """Class decorator: makes an `EditMethod` subclass available to `get_method` by its name."""
+    name = getattr(cls, "name", None)
+    if not isinstance(name, str) or not name:
+        raise ValueError(f"{cls.__name__} needs a non-empty class attribute `name`")
+    if _REGISTRY.get(name, cls) is not cls:
+        raise ValueError(f"an edit method named {name!r} is already registered "
+                         f"({_REGISTRY[name].__name__})")
+    _REGISTRY[name] = cls
+    return cls
+
+
+def method_names() -> tuple[str, ...]:
+    return tuple(sorted(_REGISTRY))
+
+
+def get_method(name: str, **options: Any) -> EditMethod:
+    """The registered method `name`, configured with `options` (its dataclass fields)."""
+    if name not in _REGISTRY:
+        raise ValueError(f"unknown edit method {name!r}; registered: {list(method_names())}")
+    cls = _REGISTRY[name]
+    valid = {f.name for f in dataclasses.fields(cls)}
+    unknown = sorted(set(options) - valid)
+    if unknown:
+        raise ValueError(f"edit method {name!r} has no options {unknown}; it takes {sorted(valid)}")
+    return cls(**options)
+
+
+def _check_case(case: CaseEdit) -> None:
+    if not isinstance(case, CaseEdit):
+        raise TypeError(f"case must be an editing.CaseEdit, got {type(case).__name__}")
+
+
+@register
+@dataclasses.dataclass(frozen=True)
+class NoEdit(EditMethod):
+    """The unedited state: the floor every method is compared with."""
+
+    name: ClassVar[str] = "none"
+
+    def apply(self, state: State, model: ModelLike, case: CaseEdit) -> State:
+        _check_case(case)
+        return state
+
+
+@register
+@dataclasses.dataclass(frozen=True)
+class DeltaEdit(EditMethod):
+    """The paper's edit: add `state(p_new) - state(p_old)` to the live state.
+
+    Options (the §5.6 ablations): `template` "chat" or "bare" calibration; `components` "all" or
+    a subset such as "wkv"; `layers` None (all), a span name ("upper_half", see
+    `editing.select.SPANS`) or layer indices; `alpha` the edit strength.
+    """
+
+    name: ClassVar[str] = "delta"
+    template: Template = "chat"
+    components: str | tuple[str, ...] = COMPONENTS
+    layers: str | tuple[int, ...] | tuple[bool, ...] | None = None
+    alpha: float = 1.0
+
+    def __post_init__(self) -> None:
+        if self.template not in TEMPLATES:
+            raise ValueError(f"template must be one of {TEMPLATES}, got {self.template!r}")
+        select = Selection(layers=self.layers, components=self.components)  # validates
+        object.__setattr__(self, "layers", select.layers)
+        object.__setattr__(self, "components", select.components)
+        object.__setattr__(self, "alpha", float(self.alpha))
+
+    @property
+    def select(self) -> Selection:
+        return Selection(layers=self.layers, components=self.components)
+
+    def pair(self, case: CaseEdit) -> tuple[str, str]:
+        """The calibration prompts `(from, to)`."""
+        return case.p_old, case.p_new
+
+    def delta(self, model: ModelLike, case: CaseEdit) -> Delta:
+        _check_case(case)
+        p_from, p_to = self.pair(case)
+        return calibrate(model.params, model.cfg, model.tokenizer, p_from, p_to,
+                         template=self.template)
+
+    def apply(self, state: State, model: ModelLike, case: CaseEdit) -> State:
+        return algebra.apply(state, self.delta(model, case), alpha=self.alpha,
+                             select=self.select)
+
+
+@register
+@dataclasses.dataclass(frozen=True)
+class NullEdit(DeltaEdit):
+    """A sham edit through the same machinery: calibrated on two wordings of the *old* value.
+
+    It moves the state about as much as a real calibration does but carries no new fact, so
+    whatever it changes is the cost of editing at all.
+    """
+
+    name: ClassVar[str] = "null"
+
+    def pair(self, case: CaseEdit) -> tuple[str, str]:
+        if case.same_value_prompt == case.p_old:
+            raise ValueError("the null edit needs p_same worded differently from p_old; "
+                             "identical prompts give an all-zero delta")
+        return case.p_old, case.same_value_prompt
+
+
+@register
+@dataclasses.dataclass(frozen=True)
+class RandomEdit(DeltaEdit):
+    """A random direction with the real delta's norm in every wkv head and token-shift vector.
+
+    Tells a targeted edit from a mere perturbation of the same size. The PRNG key is
+    `jax.random.key(seed)` folded with a hash of the case, so cases get different directions
+    and every run is reproducible. (An int rather than a key array keeps the method hashable
+    and its options loggable.)
+    """
+
+    name: ClassVar[str] = "random"
+    seed: int = 0
+
+    def delta(self, model: ModelLike, case: CaseEdit) -> Delta:
+        reference = super().delta(model, case)
+        case_hash = zlib.crc32(f"{case.p_old}\0{case.p_new}".encode())
+        key = jax.random.fold_in(jax.random.key(self.seed), case_hash)
+        keys = jax.random.split(key, len(COMPONENTS))
+        noise = State(**{c: jax.random.normal(k, getattr(reference, c).shape)
+                         for c, k in zip(COMPONENTS, keys, strict=True)})
+        want, got = measure.norms(reference), measure.norms(noise)
+        ratio = State(wkv=(want.wkv_heads / got.wkv_heads)[..., None, None],
+                      att_shift=(want.att_shift / got.att_shift)[..., None],
+                      ffn_shift=(want.ffn_shift / got.ffn_shift)[..., None])
+        return jax.tree.map(lambda x, r: x * r, noise, ratio)
+
+
+@register
+@dataclasses.dataclass(frozen=True)
+class InContextEdit(EditMethod):
+    """The baseline without state arithmetic: a correction turn read through the normal forward
+    pass, `User: Correction: <sentence>\\n\\nAssistant: Understood.\\n\\n`."""
+
+    name: ClassVar[str] = "in_context"
+    prefix: str = "Correction: "
+    ack: str = "Understood."
+
+    def text(self, case: CaseEdit) -> str:
+        return turn("user", self.prefix + case.correction_text) + turn("assistant", self.ack)
+
+    def apply(self, state: State, model: ModelLike, case: CaseEdit) -> State:
+        _check_case(case)
+        batch = state.batch_shape
+        n = math.prod(batch)
+        # any batch shape -> [n] states reading the same text
+        flat = jax.tree.map(lambda x: x.reshape((n,) + x.shape[len(batch):]), state)
+        _, out = read(model.params, model.cfg, model.tokenizer, [self.text(case)] * n, flat)
+        return jax.tree.map(lambda x: x.reshape(batch + x.shape[1:]), out)

@@ -1,0 +1,200 @@
+"""The closed vocabularies, sentence templates, scenes and filler turns RIME is written from.
+
+The data lives in `rime/data/*.json` so it can be read and reviewed without reading code:
+
+- `names.json`: fictional first names, pairwise substring-free so a name never hides inside another.
+- `properties.json`: per property its label, values (several of them multi-token), the `slot_words` that
+  name the slot itself (they may appear in both a recipient and an edit), and an optional one-hop map
+  `hop` (value -> target -> accepted aliases) used by composition queries.
+- `templates.json`: per property the sentences that state a fact in a recipient (`facts`), replace it over
+  time (`updates`), ask for it (`queries`, `hop_queries`) and state it in an edit (`edits`,
+  `conflict_edits`). Recipient and edit templates use disjoint wording, so an edit cannot lean on surface
+  overlap with the passage it edits.
+- `scenes.json`: recipient scenes and edit scenes (disjoint), time phrases, short-edit prefixes and
+  assistant acknowledgements.
+- `fillers_neutral.json`, `fillers_adversarial.json`: multi-turn filler pools.
+
+Templates are `str.format` strings over the slots `{name}`, `{value}`, `{a_value}`, `{old}` and `{a_old}`
+(`a_` adds the indefinite article). Every statement template starts with `{name}`, so rendered text never
+needs re-capitalising.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import string
+from dataclasses import dataclass
+from importlib import resources
+from types import MappingProxyType
+from typing import Any
+
+SLOTS = frozenset({"name", "value", "a_value", "old", "a_old"})
+
+
+@dataclass(frozen=True)
+class Hop:
+    """A one-hop map for composition queries (e.g. city -> country)."""
+
+    name: str
+    target_of: MappingProxyType  # value -> canonical target
+    aliases: MappingProxyType  # canonical target -> accepted answers, the target itself first
+    queries: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class Property:
+    """One closed-vocabulary attribute of a person, with everything needed to write about it."""
+
+    key: str
+    label: str
+    values: tuple[str, ...]
+    slot_words: tuple[str, ...]
+    facts: tuple[str, ...]
+    updates: tuple[str, ...]
+    queries: tuple[str, ...]
+    edits: tuple[str, ...]
+    conflict_edits: tuple[str, ...]
+    hop: Hop | None
+
+
+@dataclass(frozen=True)
+class Scene:
+    """A setting for a passage; edit scenes have no `details`."""
+
+    name: str
+    intros: tuple[str, ...]
+    details: tuple[str, ...]
+    closings: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class Filler:
+    """One filler exchange inserted between an edit and a query."""
+
+    user: str
+    assistant: str
+
+
+@dataclass(frozen=True)
+class Content:
+    """Everything the generator and the training corpus draw from."""
+
+    names: tuple[str, ...]
+    properties: MappingProxyType  # key -> Property
+    recipient_scenes: tuple[Scene, ...]
+    edit_scenes: tuple[Scene, ...]
+    time_phrases: tuple[str, ...]
+    short_edit_prefixes: tuple[str, ...]
+    acknowledgements: tuple[str, ...]
+    neutral_fillers: tuple[Filler, ...]
+    adversarial_fillers: MappingProxyType  # property key -> tuple[Filler, ...]
+
+    def hop_properties(self) -> tuple[str, ...]:
+        """Properties that support one-hop (composition) queries."""
+        return tuple(key for key, prop in self.properties.items() if prop.hop is not None)
+
+
+def with_article(text: str) -> str:
+    """`"orange"` -> `"an orange"`; the vowel rule holds for every value in the vocabulary."""
+    return ("an " if text[0].lower() in "aeiou" else "a ") + text
+
+
+def render(template: str, name: str, value: str = "", old: str = "") -> str:
+    """Fills a template's slots; unused slots are ignored."""
+    return template.format(
+        name=name, value=value, a_value=with_article(value) if value else "",
+        old=old, a_old=with_article(old) if old else "",
+    )
+
+
+def template_slots(template: str) -> set[str]:
+    return {field for _, field, _, _ in string.Formatter().parse(template) if field is not None}
+
+
+def _read(filename: str) -> Any:
+    return json.loads(resources.files("rime").joinpath("data", filename).read_text("utf-8"))
+
+
+def _check_template(where: str, template: str, allowed: set[str], statement: bool) -> None:
+    """Queries use only `{name}`; statements start with `{name}` and state a value."""
+    slots = template_slots(template)
+    if "name" not in slots or not slots <= allowed:
+        raise ValueError(f"{where}: template {template!r} must use {{name}} and only {sorted(allowed)}")
+    if statement and not (template.startswith("{name}") and slots & {"value", "a_value"}):
+        raise ValueError(f"{where}: template {template!r} must start with {{name}} and state a value")
+
+
+def _hop(key: str, data: dict, values: tuple[str, ...], queries: list[str]) -> Hop:
+    target_of = {value: target for target, spec in data["targets"].items() for value in spec["values"]}
+    if set(target_of) != set(values):
+        raise ValueError(f"{key}: the hop map must cover every value exactly ({sorted(set(values) ^ set(target_of))})")
+    aliases = {
+        target: tuple(dict.fromkeys([target, *spec["aliases"]])) for target, spec in data["targets"].items()
+    }
+    return Hop(data["name"], MappingProxyType(target_of), MappingProxyType(aliases), tuple(queries))
+
+
+def _property(key: str, spec: dict, templates: dict) -> Property:
+    values = tuple(spec["values"])
+    statement = {"name", "value", "a_value"}
+    kinds = {  # kind -> (allowed slots, is a statement, fewest templates)
+        "facts": (statement, True, 3),
+        "updates": (SLOTS, True, 2),
+        "queries": ({"name"}, False, 3),
+        "hop_queries": ({"name"}, False, 3 if "hop" in spec else 0),
+        "edits": (statement, True, 3),
+        "conflict_edits": (statement, True, 3),
+    }
+    for kind, (allowed, is_statement, fewest) in kinds.items():
+        if len(templates.get(kind, ())) < fewest:
+            raise ValueError(f"{key}.{kind}: needs at least {fewest} templates")
+        for template in templates.get(kind, ()):
+            _check_template(f"{key}.{kind}", template, allowed, is_statement)
+    hop = _hop(key, spec["hop"], values, templates["hop_queries"]) if "hop" in spec else None
+    return Property(
+        key=key, label=spec["label"], values=values, slot_words=tuple(spec["slot_words"]),
+        facts=tuple(templates["facts"]), updates=tuple(templates["updates"]),
+        queries=tuple(templates["queries"]), edits=tuple(templates["edits"]),
+        conflict_edits=tuple(templates["conflict_edits"]), hop=hop,
+    )
+
+
+def _scenes(data: dict) -> tuple[Scene, ...]:
+    return tuple(
+        Scene(name, tuple(s["intros"]), tuple(s.get("details", ())), tuple(s["closings"]))
+        for name, s in data.items()
+    )
+
+
+def _neutral_fillers(data: dict) -> tuple[Filler, ...]:
+    """Each topic's tips become turns, the user message cycling through the question frames."""
+    frames = data["frames"]
+    turns, i = [], 0
+    for topic in data["topics"]:
+        for tip in topic["tips"]:
+            turns.append(Filler(frames[i % len(frames)].format(topic=topic["topic"]), tip))
+            i += 1
+    return tuple(turns)
+
+
+@functools.cache
+def content() -> Content:
+    """Loads and checks the bundled content once per process."""
+    specs, templates, scenes = _read("properties.json"), _read("templates.json"), _read("scenes.json")
+    if set(specs) != set(templates):
+        raise ValueError(f"properties.json and templates.json disagree: {sorted(set(specs) ^ set(templates))}")
+    adversarial = _read("fillers_adversarial.json")
+    return Content(
+        names=tuple(_read("names.json")),
+        properties=MappingProxyType({key: _property(key, specs[key], templates[key]) for key in specs}),
+        recipient_scenes=_scenes(scenes["recipient_scenes"]),
+        edit_scenes=_scenes(scenes["edit_scenes"]),
+        time_phrases=tuple(scenes["time_phrases"]),
+        short_edit_prefixes=tuple(scenes["short_edit_prefixes"]),
+        acknowledgements=tuple(scenes["acknowledgements"]),
+        neutral_fillers=_neutral_fillers(_read("fillers_neutral.json")),
+        adversarial_fillers=MappingProxyType(
+            {key: tuple(Filler(u, a) for u, a in turns) for key, turns in adversarial.items()}
+        ),
+    )

@@ -1,0 +1,200 @@
+"""An unlimited training corpus for the bundled model, written with the benchmark's own templates.
+
+Each dialogue draws fresh bindings (people, properties, values), so no binding can be memorised; the
+model can only score by reading the passage. A dialogue opens with a recipient (one to five people,
+one to three properties each, sometimes overwritten over time, bare or narrative), then mixes:
+
+- questions with the answer the model must produce: the value bound at that point (the latest one
+  after an overwrite or a restatement), or the one-hop answer (a country, a kind of vet, ...);
+- filler exchanges, neutral or adjacent to a property in play, that never mention its facts;
+- fact statements in the three edit styles, with and without conflict markers, restating a known
+  fact with a new value, or adding a fact about a new person or property.
+
+Answers are the bare value (`"light blue"`), so the first answer token is the value's first token.
+Dialogues that contain a dev or test passage or edit text verbatim are never emitted.
+"""
+
+from __future__ import annotations
+
+import random
+import re
+from collections.abc import Collection, Iterable, Iterator
+
+from rime.axes import AXES
+from rime.content import content
+from rime.schema import Case
+from rime.sentences import canonical_template, edit_writer, query, recipient_passages
+from rime.storage import load
+from rime.turns import Message, avoiding, chat_text, filler_pool
+
+WORD = re.compile(r"[A-Za-z0-9]+|[^\sA-Za-z0-9]")
+_SLOT = re.compile(r"\{\w+\}")
+
+
+class _Dialogue:
+    """The facts bound so far and the turns written so far."""
+
+    def __init__(self, rng: random.Random):
+        self.rng, self.messages, self.facts = rng, [], {}  # facts: (name, property key) -> value
+        self.recent: tuple[str, str] | None = None
+
+    def say(self, user: str, assistant: str | None = None) -> None:
+        reply = assistant if assistant is not None else self.rng.choice(content().acknowledgements)
+        self.messages += [("user", user), ("assistant", reply)]
+
+    def names(self) -> list[str]:
+        return list(dict.fromkeys(name for name, _ in self.facts))
+
+
+def _open(d: _Dialogue) -> None:
+    """The recipient: people with a shared main property and some extra facts, maybe overwritten."""
+    c, rng = content(), d.rng
+    keys = list(c.properties)
+    main = rng.choice(keys)
+    names = rng.sample(c.names, rng.randint(1, 5))
+    values = rng.sample(c.properties[main].values, len(names))
+    if len(names) >= 3 and rng.random() < 0.25:
+        values[-1] = values[0]  # two people sharing a value
+    people = []
+    for name, value in zip(names, values):
+        extra = rng.sample([k for k in keys if k != main], rng.choice((0, 0, 1, 2)))
+        facts = [(main, value), *((k, rng.choice(c.properties[k].values)) for k in extra)]
+        rng.shuffle(facts)
+        people.append((name, facts))
+        d.facts.update({(name, k): v for k, v in facts})
+    updates = []
+    for _ in range(rng.choice((0, 0, 1, 2))):
+        name, key = rng.choice(list(d.facts))
+        old = d.facts[name, key]
+        new = rng.choice([v for v in c.properties[key].values if v != old])
+        updates.append((name, key, old, new))
+        d.facts[name, key] = new
+        d.recent = (name, key)
+    for passage in recipient_passages(rng, people, updates, rng.choice(("bare", "narrative"))):
+        d.say(passage)
+
+
+def _question(d: _Dialogue) -> None:
+    c, rng = content(), d.rng
+    name, key = d.recent if d.recent and rng.random() < 0.6 else rng.choice(list(d.facts))
+    d.recent = None
+    prop, value = c.properties[key], d.facts[name, key]
+    if prop.hop and rng.random() < 0.35:
+        d.say(rng.choice(prop.hop.queries).format(name=name), prop.hop.target_of[value])
+    else:
+        d.say(query(rng, prop, name), value)
+
+
+def _filler(d: _Dialogue) -> None:
+    rng = d.rng
+    mode = rng.choice(("neutral", "adversarial"))
+    key = rng.choice([k for _, k in d.facts])
+    words = [*d.names(), *d.facts.values()]
+    usable = avoiding(filler_pool(mode, key), words)
+    for filler in rng.sample(usable, min(len(usable), rng.choice((1, 1, 2, 3)))):
+        d.say(filler.user, filler.assistant)
+
+
+def _statement(d: _Dialogue) -> None:
+    """A fact in an edit style: a new value for a known fact, a new property, or a new person."""
+    c, rng = content(), d.rng
+    roll = rng.random()
+    if roll < 0.6:
+        name, key = rng.choice(list(d.facts))
+    else:
+        name = rng.choice(d.names()) if roll < 0.8 else rng.choice([n for n in c.names if n not in d.names()])
+        key = rng.choice(list(c.properties))
+    old = d.facts.get((name, key))
+    value = rng.choice([v for v in c.properties[key].values if v != old])
+    conflict = old is not None and rng.random() < 0.5
+    d.say(edit_writer(rng, rng.choice(AXES["edit_style"]), conflict, c.properties[key])(name, value))
+    d.facts[name, key] = value
+    d.recent = (name, key)
+
+
+def sample_dialogue(rng: random.Random) -> list[Message]:
+    """One training dialogue as (role, text) turns; every assistant answer is correct at its point."""
+    d = _Dialogue(rng)
+    _open(d)
+    events = rng.choices((_question, _filler, _statement), weights=(5, 2, 2), k=rng.randint(2, 7))
+    for event in events:
+        event(d)
+    if events[-1] is not _question:
+        _question(d)
+    return d.messages
+
+
+def held_out_texts(cases: Iterable[Case]) -> frozenset[str]:
+    """The user-side texts of benchmark cases: passages and every calibration text."""
+    texts = set()
+    for case in cases:
+        texts.update(case.recipient.passages)
+        texts.update(t for step in case.edit_steps() for e in step for t in (e.source, e.dst))
+    return frozenset(texts)
+
+
+def _bundled_held_out() -> frozenset[str]:
+    return held_out_texts([*load("test"), *load("dev")])
+
+
+def _admissible(messages: list[Message], exclude: Collection[str]) -> bool:
+    return not any(role == "user" and text in exclude for role, text in messages)
+
+
+def dialogue_turns(seed: int, exclude: Collection[str] | None = None) -> Iterator[list[Message]]:
+    """Endless dialogues as turns, deterministic in `seed`; any dialogue with a user turn in `exclude`
+    (default: the bundled dev and test texts) is skipped."""
+    exclude = _bundled_held_out() if exclude is None else exclude
+    rng = random.Random(f"rime-corpus:{seed}")
+    while True:
+        messages = sample_dialogue(rng)
+        if _admissible(messages, exclude):
+            yield messages
+
+
+def dialogues(seed: int, exclude: Collection[str] | None = None) -> Iterator[str]:
+    """Endless dialogues as G1 chat text (`User: ...\\n\\nAssistant: ...\\n\\n`)."""
+    return map(chat_text, dialogue_turns(seed, exclude))
+
+
+class TrainingCorpus:
+    """The corpus in the shape `rwkv_jax.train` draws from: the caller's RNG drives every draw, so
+    a training batch is a pure function of its (seed, step)."""
+
+    def __init__(self, exclude: Collection[str] | None = None):
+        self.exclude = _bundled_held_out() if exclude is None else exclude
+
+    def _turns(self, rng: random.Random) -> list[Message]:
+        while not _admissible(messages := sample_dialogue(rng), self.exclude):
+            pass
+        return messages
+
+    def dialogue(self, rng: random.Random) -> str:
+        return chat_text(self._turns(rng))
+
+    def questions(self, rng: random.Random, n: int) -> list[tuple[str, str]]:
+        """(prompt ending in `Assistant:`, expected reply): a dialogue cut before its last answer."""
+        from rwkv_jax.chat import chat_prompt
+
+        pairs = []
+        for _ in range(n):
+            *context, (_, answer) = self._turns(rng)
+            pairs.append((chat_prompt(context), answer))
+        return pairs
+
+
+def vocabulary() -> frozenset[str]:
+    """Every word (letter/digit run) and punctuation mark that benchmark cases and corpus dialogues
+    can contain, including the chat template's role names: the seed of a compact token vocabulary."""
+    c = content()
+    texts = [*c.names, *c.time_phrases, *c.short_edit_prefixes, *c.acknowledgements, "a an User Assistant:"]
+    for prop in c.properties.values():
+        texts += [*prop.values, *prop.facts, *prop.updates, *prop.queries, *prop.edits, *prop.conflict_edits,
+                  canonical_template(prop, True)]
+        if prop.hop:
+            texts += [*prop.hop.queries, *prop.hop.aliases]
+    for scene in (*c.recipient_scenes, *c.edit_scenes):
+        texts += [*scene.intros, *scene.details, *scene.closings]
+    fillers = [*c.neutral_fillers, *(f for pool in c.adversarial_fillers.values() for f in pool)]
+    texts += [t for f in fillers for t in (f.user, f.assistant)]
+    return frozenset(w for text in texts for w in WORD.findall(_SLOT.sub(" ", text)))

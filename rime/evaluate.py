@@ -1,0 +1,174 @@
+"""Running the protocol: cases in, scored rows out, in batches.
+
+Cases go through in groups. For a group: every recipient is read once (one batched kernel call);
+each branch state is the recipient state edited by its method (states are values, so branching is
+free); filler turns are read on top, k turns continuing from the state after fewer; then every
+question of every (branch, setting) is answered in fixed-size batches sorted by prompt length.
+`batch_size=1` runs exactly this code one row at a time: the sequential baseline.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Iterator, Sequence
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from rime import kernels
+from rime.kernels import Layout
+from rime.protocol import (
+    NO_FILLER,
+    WRONG_ENTITY,
+    Branch,
+    Question,
+    Setting,
+    Spec,
+    case_edits,
+    filler_text,
+    question_prompt,
+    questions,
+    recipient_text,
+)
+from rime.schema import Case
+from rime.scoring import score
+from rwkv_jax.chat import STOP
+from rwkv_jax.checkpoint import Model
+from rwkv_jax.sampling import count_weights
+from rwkv_jax.state import State
+from rwkv_jax.stops import cut_at_stop, stop_tables
+
+# A group holds batch_size // GROUP_DIVISOR cases: ~115 rows each in the headline job, so a group
+# fills ~14 answer batches and its one partial batch wastes little.
+GROUP_DIVISOR = 8
+
+
+@dataclasses.dataclass(frozen=True)
+class _Job:
+    """One question to answer from one state of the group's pool."""
+
+    case: Case
+    branch: Branch
+    setting: Setting
+    question: Question
+    state: int
+
+
+class Evaluator:
+    """Answers the protocol's questions for a model; the model's params are placed once."""
+
+    def __init__(self, model: Model, spec: Spec, *, batch_size: int = 256, devices=None):
+        self.model, self.spec = model, spec
+        self.layout = Layout(batch_size, devices)
+        self.params = self.layout.replicate(model.params)
+        table, match = stop_tables(model.tokenizer, (STOP,), model.cfg.vocab_size)
+        self.stops = self.layout.replicate((table, match, count_weights(model.tokenizer, model.cfg.vocab_size)))
+        self.group_size = max(1, batch_size // GROUP_DIVISOR)
+
+    def encode(self, text: str) -> list[int]:
+        ids = self.model.tokenizer.encode(text)
+        if not ids or max(ids) >= self.model.cfg.vocab_size:
+            raise ValueError(f"{text[:60]!r} does not encode into the model's vocabulary of "
+                             f"{self.model.cfg.vocab_size}: is this the model's tokenizer?")
+        return ids
+
+    def first_token(self, answer: str) -> int:
+        """The token an answer starts with after `Assistant:` (answers follow a space)."""
+        return self.encode(" " + answer)[0]
+
+    def run(self, cases: Sequence[Case]) -> Iterator[list[tuple[Case, list[dict]]]]:
+        """Group by group, each case of the group with its rows (in `protocol.row_keys` order)."""
+        for start in range(0, len(cases), self.group_size):
+            yield self._group(cases[start:start + self.group_size])
+
+    def _batches(self, n: int) -> Iterator[slice]:
+        size = self.layout.batch_size
+        return (slice(i, min(i + size, n)) for i in range(0, n, size))
+
+    def _read(self, texts: Sequence[str], states: State) -> State:
+        """Host states `[K]` after reading one text each."""
+        ids = [self.encode(t) for t in texts]
+        order = np.argsort([len(t) for t in ids], kind="stable")  # similar lengths share a bucket
+        out = []
+        for part in self._batches(len(ids)):
+            rows = order[part]
+            tokens, lengths = kernels.pad_tokens([ids[i] for i in rows], kernels.TEXT_BUCKET)
+            batch = self.layout.pad((tokens, lengths, kernels.take(states, rows)), len(rows))
+            new = self.layout.fetch(kernels.read(self.params, self.model.cfg, *self.layout.put(batch)))
+            out.append(kernels.take(new, np.arange(len(rows))))
+        return kernels.take(kernels.concat(out), np.argsort(order, kind="stable"))
+
+    def _edit(self, state: State, case: Case, branch: Branch) -> State:
+        """The branch's method applied to the recipient state, edit by edit in step order."""
+        entity = case.wrong_entity if branch.variant == WRONG_ENTITY else None
+        for step in case_edits(case, entity):
+            for edit in step:
+                state = branch.method.apply(state, self.model, edit)
+        return state
+
+    def _group(self, group: Sequence[Case]) -> list[tuple[Case, list[dict]]]:
+        zeros = kernels.stack_states([State.zeros(self.model.cfg)] * len(group))
+        recipients = self._read([recipient_text(c) for c in group], zeros)
+
+        # the pool of states, one per (case, branch, setting); filler chains continue from ft=0
+        edited, index, chains = [], {}, []
+        for c, case in enumerate(group):
+            recipient = jax.tree.map(jnp.asarray, kernels.take(recipients, c))
+            for branch in self.spec.branches():
+                index[case.id, branch, Setting(NO_FILLER, 0)] = len(edited)
+                modes = dict.fromkeys(s.mode for s in self.spec.settings(branch) if s.turns)
+                chains += [(case, branch, mode, len(edited)) for mode in modes]
+                edited.append(self._edit(recipient, case, branch))
+        pool, done = kernels.stack_states(edited), 0
+        for k in self.spec.fillers[1:]:
+            texts = [filler_text(case, mode, done, k) for case, _, mode, _ in chains]
+            read = self._read(texts, kernels.take(pool, [i for *_, i in chains]))
+            base = len(pool.wkv)
+            chains = [(case, branch, mode, base + j) for j, (case, branch, mode, _) in enumerate(chains)]
+            index.update({(case.id, branch, Setting(mode, k)): i for case, branch, mode, i in chains})
+            pool, done = kernels.concat([pool, read]), k
+
+        jobs = [_Job(case, b, s, q, index[case.id, b, s]) for case in group for b in self.spec.branches()
+                for s in self.spec.settings(b) for q in questions(case)]
+        results = self._answer(jobs, pool)
+        rows = iter(self._row(job, *result) for job, result in zip(jobs, results, strict=True))
+        per_case = sum(len(self.spec.settings(b)) for b in self.spec.branches())
+        return [(case, [next(rows) for _ in range(per_case * len(questions(case)))]) for case in group]
+
+    def _answer(self, jobs: Sequence[_Job], pool: State) -> list[tuple[list[int], bool, np.ndarray]]:
+        """(generated ids, stopped, first-token probabilities [new, old]) per job."""
+        prompts = [self.encode(question_prompt(j.question)) for j in jobs]
+        targets = np.array([[self.first_token(j.question.new[0]), self.first_token(j.question.old[0])]
+                            for j in jobs], np.int32)
+        order = np.argsort([len(p) for p in prompts], kind="stable")
+        results: list = [None] * len(jobs)
+        table, match, weights = self.stops
+        for part in self._batches(len(jobs)):
+            rows = order[part]
+            tokens, lengths = kernels.pad_tokens([prompts[i] for i in rows], kernels.PROMPT_BUCKET)
+            states = kernels.take(pool, [jobs[i].state for i in rows])
+            # always full: one compiled answer kernel per prompt bucket (it compiles slowly)
+            batch = self.layout.pad((tokens, lengths, states, targets[rows]), len(rows), full=True)
+            out, count, stopped, probs = self.layout.fetch(kernels.answer(
+                self.params, self.model.cfg, *self.layout.put(batch), table, match, weights,
+                max_new_tokens=self.spec.max_new_tokens))
+            for j, i in enumerate(rows):
+                results[i] = (out[j, :count[j]].tolist(), bool(stopped[j]), probs[j])
+        return results
+
+    def _row(self, job: _Job, ids: list[int], stopped: bool, probs: np.ndarray) -> dict:
+        case, q = job.case, job.question
+        text = cut_at_stop(self.model.tokenizer.decode(ids), (STOP,))[0]
+        s = score(text, q.expected, q.old, q.new)
+        return {
+            "case_id": case.id, "method": job.branch.label, "variant": job.branch.variant,
+            "filler_mode": job.setting.mode, "filler_turns": job.setting.turns,
+            "kind": q.kind, "index": q.index, "query": q.text, "expected": list(q.expected),
+            "generation": text, "stripped": s.stripped, "stopped": stopped, "tokens": len(ids),
+            "correct_raw": s.correct_raw, "correct_stripped": s.correct_stripped,
+            "old_stripped": s.old_stripped, "new_stripped": s.new_stripped,
+            "p_new": float(probs[0]), "p_old": float(probs[1]),
+            "answer_tokens": len(self.encode(" " + q.expected[0])), "params": case.params.to_dict(),
+        }
+

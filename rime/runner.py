@@ -1,0 +1,99 @@
+"""A resumable evaluation: a model, a list of cases and a `Spec` in, a run folder out.
+
+The run's identity is its config: the model (config and a hash of its params and vocab), the cases
+(a hash of their records), the protocol settings and the package version. Running the same command
+again continues where the last run stopped; a finished run is left as it is.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import os
+from collections.abc import Callable, Sequence
+from importlib import metadata
+
+import jax
+import numpy as np
+
+from rime.evaluate import Evaluator
+from rime.protocol import Spec, row_keys
+from rime.rows import RunFolder
+from rime.schema import Case
+from rwkv_jax.chat import STOP
+from rwkv_jax.checkpoint import Model
+
+PACKAGE = "rwkv-jax"
+
+
+def package_version() -> str:
+    try:
+        return metadata.version(PACKAGE)
+    except metadata.PackageNotFoundError:
+        return "unknown"
+
+
+def model_fingerprint(model: Model) -> dict:
+    """The model's config and SHA-256 digests of its params (names, dtypes, values) and vocab."""
+    params = hashlib.sha256()
+    for path, leaf in jax.tree_util.tree_flatten_with_path(model.params)[0]:
+        array = np.asarray(leaf)
+        params.update(f"{jax.tree_util.keystr(path)}:{array.dtype}:{array.shape}".encode())
+        params.update(np.ascontiguousarray(array).tobytes())
+    vocab = hashlib.sha256()
+    for idx, token in sorted(model.tokenizer.id_to_bytes.items()):
+        vocab.update(f"{idx}:{len(token)}:".encode() + token)
+    return {"config": dataclasses.asdict(model.cfg), "params_sha256": params.hexdigest(),
+            "vocab_sha256": vocab.hexdigest()}
+
+
+def cases_digest(cases: Sequence[Case]) -> str:
+    text = "\n".join(json.dumps(c.to_dict(), sort_keys=True, ensure_ascii=False) for c in cases)
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()
+
+
+def run_config(model: Model, model_ref: str, cases: Sequence[Case], source: str, spec: Spec) -> dict:
+    return {
+        "model": {"ref": model_ref, **model_fingerprint(model)},
+        "dataset": {"source": source, "cases": len(cases), "sha256": cases_digest(cases)},
+        **spec.config(), "stop": STOP, "package": {PACKAGE: package_version()},
+    }
+
+
+@dataclasses.dataclass(frozen=True)
+class Progress:
+    """Where a run stands: rows in the folder before this call, rows it still has to add."""
+
+    done: int
+    todo: int
+
+
+def run(out: str | os.PathLike, model: Model, model_ref: str, cases: Sequence[Case], source: str, spec: Spec,
+        *, batch_size: int = 256, devices=None, on_start: Callable[[Progress], None] | None = None,
+        on_rows: Callable[[int], None] | None = None) -> RunFolder:
+    """Evaluates every case not yet finished in `out` and appends its rows there.
+
+    `on_start` hears the row counts once the folder is read; `on_rows` hears each appended group's
+    row count. With several processes (`jax.distributed`), every process runs the same call and
+    process 0 writes.
+    """
+    ids = [c.id for c in cases]
+    if len(set(ids)) != len(ids):
+        raise ValueError("case ids repeat; a run needs unique ids to resume")
+    folder = RunFolder(out, run_config(model, model_ref, cases, source, spec))
+    expected = {c.id: len(row_keys(c, spec)) for c in cases}
+    finished = folder.finished(expected)
+    todo = [c for c in cases if c.id not in finished]
+    if on_start:
+        on_start(Progress(done=sum(expected[i] for i in finished), todo=sum(expected[c.id] for c in todo)))
+    if not todo:
+        return folder
+    writer = jax.process_index() == 0
+    for group in Evaluator(model, spec, batch_size=batch_size, devices=devices).run(todo):
+        rows = [row for _, case_rows in group for row in case_rows]
+        if writer:
+            folder.append(rows)
+        if on_rows:
+            on_rows(len(rows))
+    return folder

@@ -1,0 +1,64 @@
+"""Scoring an answer (paper §5.2): substring matching on the raw and the think-stripped text, and
+Wilson intervals for every accuracy.
+
+An answer is correct when it contains, ignoring case, the expected value or any alias of it (for
+composition, any accepted one-hop answer). Reasoning spans often name the new value even when the
+final answer does not, so the headline metric scores the text with `<think>` spans removed.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from collections.abc import Sequence
+
+from rwkv_jax.chat import strip_think
+
+Z95 = 1.959963984540054  # two-sided 95% normal quantile
+
+
+def contains_any(text: str, answers: Sequence[str]) -> bool:
+    """Whether `text` contains any of `answers`, ignoring case."""
+    if isinstance(answers, str):
+        raise TypeError("answers must be a sequence of strings, not one string")
+    if not answers or not all(answers):
+        raise ValueError(f"answers must be non-empty strings, got {list(answers)!r}")
+    folded = text.casefold()
+    return any(answer.casefold() in folded for answer in answers)
+
+
+@dataclasses.dataclass(frozen=True)
+class Score:
+    """How one generated answer scores.
+
+    Attributes:
+      stripped: the answer with think spans removed.
+      correct_raw / correct_stripped: contains an expected answer (raw / stripped text).
+      old_stripped: the stripped answer still contains the old value.
+      new_stripped: the stripped answer contains the new value (for a probe: the edit bled into it).
+    """
+
+    stripped: str
+    correct_raw: bool
+    correct_stripped: bool
+    old_stripped: bool
+    new_stripped: bool
+
+
+def score(answer: str, expected: Sequence[str], old: Sequence[str], new: Sequence[str]) -> Score:
+    stripped = strip_think(answer)
+    return Score(stripped=stripped, correct_raw=contains_any(answer, expected),
+                 correct_stripped=contains_any(stripped, expected), old_stripped=contains_any(stripped, old),
+                 new_stripped=contains_any(stripped, new))
+
+
+def wilson(successes: int, n: int, z: float = Z95) -> tuple[float, float]:
+    """The Wilson score interval for a proportion: sound at 0/n and n/n, unlike the normal one."""
+    if n < 0 or not 0 <= successes <= n:
+        raise ValueError(f"need 0 <= successes <= n, got {successes} of {n}")
+    if n == 0:
+        return 0.0, 1.0
+    p = successes / n
+    centre = (p + z * z / (2 * n)) / (1 + z * z / n)
+    half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / (1 + z * z / n)
+    return max(0.0, centre - half), min(1.0, centre + half)

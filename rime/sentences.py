@@ -1,0 +1,86 @@
+"""Writes RIME text from bindings: recipient passages, edit statements and questions.
+
+The benchmark generator and the training corpus both write through these functions, so the bundled
+model is trained on exactly the language the benchmark speaks. Every function takes its random source
+explicitly.
+"""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Callable, Sequence
+
+from rime.content import Property, content, render
+from rime.schema import Edit
+
+Facts = Sequence[tuple[str, str]]  # (property key, value) pairs of one person
+
+
+def fact(rng: random.Random, prop: Property, name: str, value: str) -> str:
+    return render(rng.choice(prop.facts), name, value)
+
+
+def query(rng: random.Random, prop: Property, name: str) -> str:
+    return rng.choice(prop.queries).format(name=name)
+
+
+def queries(rng: random.Random, prop: Property, name: str, k: int, hop: bool = False) -> tuple[str, ...]:
+    """k distinct paraphrases of the question (one-hop questions with `hop`)."""
+    templates = prop.hop.queries if hop else prop.queries
+    return tuple(t.format(name=name) for t in rng.sample(templates, k))
+
+
+def recipient_passages(rng: random.Random, people: Sequence[tuple[str, Facts]],
+                       updates: Sequence[tuple[str, str, str, str]], richness: str) -> tuple[str, ...]:
+    """The recipient: one passage stating every person's facts in order, then one short passage per
+    update `(name, property key, old, new)`, oldest first. `narrative` richness sets the facts in a
+    scene with an opening, unrelated details and a closing; `bare` states the facts alone."""
+    c = content()
+    scene = rng.choice(c.recipient_scenes)
+    details = rng.sample(scene.details, len(scene.details))
+    sentences = []
+    for name, facts in people:
+        sentences += [fact(rng, c.properties[key], name, value) for key, value in facts]
+        if richness == "narrative" and details and rng.random() < 0.5:
+            sentences.append(details.pop())
+    if richness == "narrative":
+        sentences = [rng.choice(scene.intros), *sentences, rng.choice(scene.closings)]
+    passages = [" ".join(sentences)]
+    for name, key, old, new in updates:
+        template = rng.choice(c.properties[key].updates)
+        passages.append(f"{rng.choice(c.time_phrases)} {render(template, name, new, old)}")
+    return tuple(passages)
+
+
+def canonical_template(prop: Property, conflict: bool) -> str:
+    """The paper's out-of-context calibration sentence, `"X's <label> is V."`."""
+    return "{name}'s " + prop.label + (" is now {value}." if conflict else " is {value}.")
+
+
+def edit_writer(rng: random.Random, style: str, conflict: bool, prop: Property) -> Callable[[str, str], str]:
+    """Draws an edit's wording once and returns `state(name, value)`, so the two halves of a pair
+    differ only in the value.
+
+    canonical_bare: the fixed out-of-context form `"X's <label> is V."`; template_short: one sentence
+    in the chat register of a user message; narrative: the sentence inside an edit scene (never a
+    recipient scene). `conflict` marks the change ("now", "these days", "switched").
+    """
+    c = content()
+    if style == "canonical_bare":
+        template = canonical_template(prop, conflict)
+        return lambda name, value: render(template, name, value)
+    template = rng.choice(prop.conflict_edits if conflict else prop.edits)
+    if style == "template_short":
+        prefix = rng.choice(c.short_edit_prefixes)
+        return lambda name, value: f"{prefix} {render(template, name, value)}"
+    if style != "narrative":
+        raise ValueError(f"unknown edit style {style!r}")
+    scene = rng.choice(c.edit_scenes)
+    intro, closing = rng.choice(scene.intros), rng.choice(scene.closings)
+    return lambda name, value: f"{intro} {render(template, name, value)} {closing}"
+
+
+def edit_pair(rng: random.Random, style: str, conflict: bool, prop: Property, name: str, old: str,
+              new: str) -> Edit:
+    state = edit_writer(rng, style, conflict, prop)
+    return Edit(style, state(name, old), state(name, new))

@@ -1,0 +1,165 @@
+"""Reading and writing RIME splits: JSONL in the paper's format, a Hugging Face `DatasetDict`, and
+the splits bundled as package data (`rime/data/{test,dev}.jsonl`, the default seed's build, so they
+load offline; regenerate them with `python -m rime build --jsonl-only --out rime/data`).
+
+The DatasetDict keeps the case's own shape: nested fields are Arrow structs and lists under explicit
+`features()`, so rows read back are exactly the JSON records and go through the same validation.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Iterable, Iterator
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+from rime.errors import CaseError
+from rime.schema import Case
+
+BUNDLED_SPLITS = ("test", "dev")
+HF_DIRNAME = "hf"
+
+
+class FormatError(ValueError):
+    """A fault in a file rather than in one case: bad JSON, a repeated id, no cases."""
+
+
+def write_jsonl(cases: Iterable[Case], path: str | os.PathLike) -> None:
+    lines = (json.dumps(case.to_dict(), ensure_ascii=False) for case in cases)
+    Path(path).write_text("".join(line + "\n" for line in lines), encoding="utf-8")
+
+
+def _parse(text: str, label: str) -> Iterator[Case | ValueError]:
+    """Each non-blank line as a case, or as the error that rejects it."""
+    first_line: dict[str, int] = {}
+    for n, line in enumerate(text.splitlines(), 1):
+        if not line.strip():
+            continue
+        where = f"{label}:{n}"
+        try:
+            case = Case.from_dict(json.loads(line))
+        except json.JSONDecodeError as err:
+            yield FormatError(f"{where}: invalid JSON: {err}")
+            continue
+        except CaseError as err:
+            err.where = where
+            yield err
+            continue
+        if case.id in first_line:
+            yield FormatError(f"{where}: case id {case.id!r} already used on line {first_line[case.id]}")
+            continue
+        first_line[case.id] = n
+        yield case
+    if not first_line:
+        yield FormatError(f"{label}: no cases")
+
+
+def _read_jsonl_text(text: str, label: str) -> list[Case]:
+    cases = []
+    for item in _parse(text, label):
+        if isinstance(item, ValueError):
+            raise item
+        cases.append(item)
+    return cases
+
+
+def read_jsonl(path: str | os.PathLike) -> list[Case]:
+    """All cases of a JSONL file; raises the first problem (a `CaseError` carries file:line)."""
+    return _read_jsonl_text(Path(path).read_text(encoding="utf-8"), str(path))
+
+
+def check_jsonl(path: str | os.PathLike) -> tuple[int, list[str]]:
+    """(valid cases, every problem as a message) for a JSONL file of cases."""
+    items = list(_parse(Path(path).read_text(encoding="utf-8"), str(path)))
+    return sum(isinstance(i, Case) for i in items), [str(i) for i in items if isinstance(i, ValueError)]
+
+
+def features() -> Any:
+    """The Arrow schema of a case (a `datasets.Features`)."""
+    import datasets  # heavy; only the Hugging Face paths need it
+
+    text, texts, integer = datasets.Value("string"), datasets.List(datasets.Value("string")), datasets.Value("int64")
+    edit = {"style": text, "source": text, "dst": text}
+    return datasets.Features({
+        "id": text, "split": text, "entity": text, "property": text, "value_old": text, "value_new": text,
+        "recipient": {"passages": texts, "entity_order": texts, "target_position": integer},
+        "edits": datasets.List(edit), "queries": texts, "expected_answer_substring": text,
+        "probe_queries": datasets.List({"query": text, "expected": text, "kind": text}),
+        "params": {"distractor_count": integer, "overwrite_count": integer,
+                   "composition_hop": datasets.Value("bool"), "multi_prop_count": integer,
+                   "stack_depth": integer, "conflict_marker": text, "recipient_richness": text,
+                   "edit_style": text, "target_position": integer},
+        "aliases": texts, "old_aliases": texts,
+        "stack": datasets.List({"value_old": text, "value_new": text, **edit}),
+        "multi": datasets.List({"property": text, "value_old": text, "value_new": text,
+                                "edits": datasets.List(edit), "queries": texts}),
+        "wrong_entity": text,
+    })
+
+
+def to_dataset_dict(splits: dict[str, list[Case]]) -> Any:
+    """The splits as a `datasets.DatasetDict`, one row per case."""
+    import datasets
+
+    schema = features()
+    return datasets.DatasetDict({
+        name: datasets.Dataset.from_list([c.to_dict() for c in cases], features=schema)
+        for name, cases in splits.items()
+    })
+
+
+def write_build(splits: dict[str, list[Case]], out: str | os.PathLike, hf: bool = True) -> list[Path]:
+    """Writes `OUT/<split>.jsonl` for every split and, with `hf`, the DatasetDict under `OUT/hf`."""
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    written = []
+    for name, cases in splits.items():
+        write_jsonl(cases, out / f"{name}.jsonl")
+        written.append(out / f"{name}.jsonl")
+    if hf:
+        to_dataset_dict(splits).save_to_disk(str(out / HF_DIRNAME))
+        written.append(out / HF_DIRNAME)
+    return written
+
+
+def _read_saved(path: Path, split: str | None) -> list[Case]:
+    import datasets
+
+    data = datasets.load_from_disk(str(path))
+    if isinstance(data, datasets.Dataset):
+        parts = {None: data}
+    elif split is None:
+        parts = dict(data)
+    elif split in data:
+        parts = {split: data[split]}
+    else:
+        raise KeyError(f"{path} has no split {split!r}; it has {sorted(data)}")
+    cases = []
+    for name, part in parts.items():
+        for i, row in enumerate(part.to_list()):
+            try:
+                cases.append(Case.from_dict(row))
+            except CaseError as err:
+                err.where = f"{path}[{name}][{i}]" if name else f"{path}[{i}]"
+                raise
+    return cases
+
+
+def load(path_or_split: str | os.PathLike, split: str | None = None) -> list[Case]:
+    """Cases from a bundled split name (`"test"`, `"dev"`), a JSONL file, or a `save_to_disk` folder
+    (a DatasetDict: all splits in order, or only `split`). Bundled names win over same-named paths;
+    write `./test` for a local file called `test`."""
+    if isinstance(path_or_split, str) and path_or_split in BUNDLED_SPLITS:
+        text = resources.files("rime").joinpath("data", f"{path_or_split}.jsonl").read_text("utf-8")
+        return _read_jsonl_text(text, f"rime/data/{path_or_split}.jsonl")
+    path = Path(path_or_split)
+    if path.is_dir():
+        return _read_saved(path, split)
+    if split is not None:
+        raise ValueError("`split` only selects a split of a saved DatasetDict folder")
+    if path.is_file():
+        return read_jsonl(path)
+    raise FileNotFoundError(f"{path_or_split!r} is neither a bundled split {BUNDLED_SPLITS}, a JSONL file "
+                            "nor a save_to_disk folder")

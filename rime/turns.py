@@ -1,0 +1,75 @@
+"""How a case becomes chat turns: the recipient with the assistant's acknowledgements, and filler
+exchanges for the multi-turn axis. The training corpus uses the same turns, so the bundled model learns
+the exact shape the benchmark feeds it."""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Iterable, Sequence
+
+from rime.content import Filler, content
+from rime.schema import Case
+
+FILLER_MODES = ("neutral", "adversarial")
+MAX_FILLER_TURNS = 6
+Message = tuple[str, str]  # (role, text), as `rwkv_jax.chat.chat_prompt` takes them
+
+
+def acknowledgement() -> str:
+    """The assistant's reply to every recipient passage in the benchmark."""
+    return content().acknowledgements[0]
+
+
+def recipient_messages(case: Case) -> list[Message]:
+    """The recipient as chat turns: each passage, then the acknowledgement."""
+    return [turn for passage in case.recipient.passages
+            for turn in (("user", passage), ("assistant", acknowledgement()))]
+
+
+def filler_pool(mode: str, property_key: str) -> tuple[Filler, ...]:
+    """Neutral turns, or the adversarial turns written about `property_key` (adjacent to it, never
+    stating anyone's value of it)."""
+    c = content()
+    if mode == "neutral":
+        return c.neutral_fillers
+    if mode != "adversarial":
+        raise ValueError(f"filler mode must be one of {FILLER_MODES}, got {mode!r}")
+    if property_key not in c.adversarial_fillers:
+        raise ValueError(f"no adversarial fillers are written for property {property_key!r}")
+    return c.adversarial_fillers[property_key]
+
+
+def avoiding(fillers: Iterable[Filler], words: Iterable[str]) -> list[Filler]:
+    """The fillers that mention none of `words` (case-insensitive), so a filler never restates a fact."""
+    words = [w.lower() for w in words]
+    return [f for f in fillers if not any(w in f"{f.user} {f.assistant}".lower() for w in words)]
+
+
+def case_words(case: Case) -> list[str]:
+    """Every person and every answer in a case: what a filler must not mention."""
+    values = [case.value_old, case.value_new, *case.aliases, *case.old_aliases]
+    values += [s.value_new for s in case.stack] + [v for m in case.multi for v in (m.value_old, m.value_new)]
+    values += [p.expected for p in case.probe_queries]
+    return [*case.recipient.entity_order, case.wrong_entity, *values]
+
+
+def filler_turns(case: Case, mode: str, k: int) -> list[Message]:
+    """k filler exchanges to insert after the edit.
+
+    Deterministic per (case id, mode), and always the first k of one fixed sequence of
+    `MAX_FILLER_TURNS`, so the decay curve compares the same turns at every k.
+    """
+    if not 0 <= k <= MAX_FILLER_TURNS:
+        raise ValueError(f"k must be in 0..{MAX_FILLER_TURNS}, got {k}")
+    usable = avoiding(filler_pool(mode, case.property), case_words(case))
+    if len(usable) < MAX_FILLER_TURNS:
+        raise ValueError(f"case {case.id!r}: only {len(usable)} {mode} fillers avoid its facts")
+    chosen = random.Random(f"fillers:{case.id}:{mode}").sample(usable, MAX_FILLER_TURNS)
+    return [m for f in chosen[:k] for m in (("user", f.user), ("assistant", f.assistant))]
+
+
+def chat_text(messages: Sequence[Message]) -> str:
+    """Finished chat turns in the G1 format (`User: ...\\n\\nAssistant: ...\\n\\n`)."""
+    from rwkv_jax.chat import turn  # importing rwkv_jax loads jax; only this function needs it
+
+    return "".join(turn(role, text) for role, text in messages)

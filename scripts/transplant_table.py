@@ -1,0 +1,37 @@
+"""Causal state transplant (paper §3, Table 1): P(old) after moving layer ranges of B's state
+into A's, as a markdown table.
+
+    python scripts/transplant_table.py --model <anything rwkv_jax.load accepts>
+    python scripts/transplant_table.py --random-tiny    # runs end to end; numbers meaningless
+"""
+
+from __future__ import annotations
+
+import argparse
+
+import rwkv_jax
+from editing.causal import FLIPPED, transplant_table
+from editing.testing import random_model
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    source = parser.add_mutually_exclusive_group(required=True)
+    source.add_argument("--model", help="a bundled model name or checkpoint directory")
+    source.add_argument("--random-tiny", action="store_true",
+                        help="a random 4-layer model with the World tokenizer (smoke test)")
+    args = parser.parse_args(argv)
+
+    if args.random_tiny:
+        model = random_model(n_layer=4, n_embd=128, tokenizer=rwkv_jax.world_tokenizer())
+        print("NOTE: random weights. These numbers are meaningless; only the mechanics run.\n")
+    else:
+        model = rwkv_jax.load(args.model)
+    table = transplant_table(model.params, model.cfg, model.tokenizer)
+    print(f"P(old) after transplanting layers of B's state into A's "
+          f"(L={model.cfg.n_layer}); bold: flipped, P(new) > {FLIPPED}.\n")
+    print(table.to_markdown())
+
+
+if __name__ == "__main__":
+    main()

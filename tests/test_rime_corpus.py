@@ -1,0 +1,155 @@
+"""The training corpus: G1 chat format, correct answers (latest value wins), coverage of every
+dialogue ingredient, determinism, and no dev/test text ever emitted."""
+
+import itertools
+import re
+
+import pytest
+
+import rime
+from rime.content import content
+from rwkv_jax.chat import turn
+
+TURN = re.compile(r"(User|Assistant): (.*?)\n\n", re.DOTALL)
+
+
+def parse(text):
+    """The dialogue's turns, asserting the text is nothing but well-formed G1 turns."""
+    turns = TURN.findall(text)
+    assert "".join(turn(role.lower(), body) for role, body in turns) == text
+    assert [r for r, _ in turns] == ["User", "Assistant"] * (len(turns) // 2)
+    return [(r.lower(), body) for r, body in turns]
+
+
+def phrases(strings):
+    """A pattern matching any of `strings` as whole words."""
+    return re.compile(r"(?<![\w-])(" + "|".join(map(re.escape, strings)) + r")(?![\w-])")
+
+
+NAMES = phrases(content().names)
+VALUES = {key: phrases(prop.values) for key, prop in content().properties.items()}
+
+
+@pytest.fixture(scope="module")
+def sample():
+    return list(itertools.islice(rime.dialogues(seed=0), 400))
+
+
+def owner_of(answer):
+    """(property, is_hop) whose answer `answer` is; values and hop targets are unique."""
+    found = []
+    for prop in content().properties.values():
+        if answer in prop.values:
+            found.append((prop, False))
+        if prop.hop and answer in prop.hop.aliases:
+            found.append((prop, True))
+    assert len(found) == 1, answer
+    return found[0]
+
+
+def latest_value(turns, name, prop):
+    """The value of `prop` last stated for `name`: in the latest sentence naming both, the value
+    mentioned last (updates name the old value before the new one)."""
+    latest = None
+    for role, text in turns:
+        if role != "user":
+            continue
+        for sentence in re.split(r"(?<=[.?!]) ", text):
+            stated = VALUES[prop.key].findall(sentence)
+            if stated and name in NAMES.findall(sentence):
+                latest = stated[-1]
+    return latest
+
+
+def test_dialogues_are_g1_chat_text_built_from_turns(sample):
+    for text in sample[:100]:
+        turns = parse(text)
+        assert len(turns) >= 4 and turns[-1][0] == "assistant"
+
+
+def test_every_answer_is_the_latest_bound_value_or_its_one_hop_answer(sample):
+    asked = hop_asked = 0
+    for text in sample:
+        turns = parse(text)
+        for i in range(0, len(turns), 2):
+            (_, question), (_, answer) = turns[i], turns[i + 1]
+            named = NAMES.findall(question)
+            if not question.endswith("?") or not named:
+                continue
+            assert len(named) == 1, question
+            prop, hop = owner_of(answer)
+            value = latest_value(turns[:i], named[0], prop)
+            assert value is not None, (question, answer)
+            assert (prop.hop.target_of[value] if hop else value) == answer, (text, question)
+            asked += 1
+            hop_asked += hop
+    assert asked >= 400 and hop_asked >= 20
+
+
+def test_corpus_covers_every_ingredient(sample):
+    c = content()
+    fillers = {f.user for f in c.neutral_fillers} | {f.user for p in c.adversarial_fillers.values() for f in p}
+    seen = set()
+    for text in sample:
+        turns = parse(text)
+        users = [t for r, t in turns if r == "user"]
+        if any(t.startswith(tuple(c.time_phrases)) for t in users):
+            seen.add("overwrite")
+        if any(re.match(r"^\w+'s [a-z ]+ is (now )?[\w -]+\.$", t) for t in users):
+            seen.add("canonical statement")
+        if any(t.startswith(tuple(c.short_edit_prefixes)) for t in users):
+            seen.add("short statement")
+        if any(t.startswith(tuple(i for s in c.edit_scenes for i in s.intros)) for t in users):
+            seen.add("narrative statement")
+        if any(re.search(r"\b(now|no longer|these days)\b", t) for t in users):
+            seen.add("conflict marker")
+        if any(t in fillers for t in users[1:]):
+            seen.add("filler")
+        first = users[0]
+        if len(set(NAMES.findall(first))) >= 4:
+            seen.add("many people")
+        if sum(bool(pattern.search(first)) for pattern in VALUES.values()) >= 3:
+            seen.add("several properties")
+    assert seen == {"overwrite", "canonical statement", "short statement", "narrative statement",
+                    "conflict marker", "filler", "many people", "several properties"}
+
+
+def test_bindings_vary_between_dialogues(sample):
+    firsts = [parse(t)[0][1] for t in sample]
+    assert len(set(firsts)) == len(firsts)
+    names = {n for t in sample[:50] for n in NAMES.findall(parse(t)[0][1])}
+    assert len(names) >= 100
+
+
+def test_same_seed_same_corpus_other_seed_differs(sample):
+    again = list(itertools.islice(rime.dialogues(seed=0), 20))
+    assert again == sample[:20]
+    other = list(itertools.islice(rime.dialogues(seed=1), 20))
+    assert not set(other) & set(sample[:20])
+
+
+def test_dev_and_test_texts_never_appear(sample):
+    held_out = rime.held_out_texts([*rime.load("test"), *rime.load("dev")])
+    assert len(held_out) > 1000
+    for text in sample:
+        users = {t for r, t in parse(text) if r == "user"}
+        assert not users & held_out
+
+
+def test_excluded_texts_are_filtered_out():
+    first_run = list(itertools.islice(rime.dialogue_turns(seed=7, exclude=frozenset()), 30))
+    passages = frozenset(turns[0][1] for turns in first_run)
+    filtered = list(itertools.islice(rime.dialogue_turns(seed=7, exclude=passages), 30))
+    assert not {t for turns in filtered for r, t in turns if r == "user"} & passages
+
+
+def test_vocabulary_lists_every_word_of_cases_and_dialogues(sample):
+    vocabulary = rime.vocabulary()
+    word = re.compile(r"[A-Za-z0-9]+|[^\sA-Za-z0-9]")
+    used = {w for text in sample for w in word.findall(text)}
+    for case in rime.load("test"):
+        texts = [*case.recipient.passages, *case.queries, *(p.query for p in case.probe_queries),
+                 *(t for step in case.edit_steps() for e in step for t in (e.source, e.dst))]
+        used |= {w for t in texts for w in word.findall(t)}
+    assert used <= vocabulary, sorted(used - vocabulary)
+    assert len(vocabulary) < 5000
