@@ -2,7 +2,7 @@
 
 An edit method is a frozen dataclass whose fields are its options, with a pure
 `apply(state, model, case) -> state`. `model` is anything with `params`, `cfg` and `tokenizer`
-attributes (`rwkv_jax.load(...)`'s bundle, or `editing.testing.RandomModel`); `case` is a
+attributes (`rwkv_jax.load(...)`'s bundle, or `editing.testing.random_model()`); `case` is a
 `CaseEdit`, plain strings an evaluator reads off a benchmark case. New methods subclass
 `EditMethod`, set `name` and register themselves with `@register`.
 

@@ -7,13 +7,9 @@ in seconds.
 
 from __future__ import annotations
 
-import jax
-import jax.numpy as jnp
-import numpy as np
-
 from rwkv_jax.checkpoint import Model
 from rwkv_jax.config import Config
-from rwkv_jax.params import init_params
+from rwkv_jax.params import perturbed_params
 from rwkv_jax.tokenizer import Tokenizer
 
 
@@ -24,16 +20,7 @@ def byte_tokenizer() -> Tokenizer:
 
 def random_model(n_layer: int = 2, n_embd: int = 128, *, tokenizer: Tokenizer | None = None,
                  seed: int = 0, noise: float = 0.05) -> Model:
-    """The official initialisation plus Gaussian noise on every leaf; head size 64.
-
-    The initialisation zeroes each block's output projections, which would leave the logits
-    independent of the state; the noise makes the state matter.
-    """
+    """`rwkv_jax.params.perturbed_params` with a tokenizer; head size 64."""
     tokenizer = tokenizer or byte_tokenizer()
     cfg = Config.default(n_layer, n_embd, tokenizer.vocab_size)
-    rng = np.random.default_rng(seed)  # numpy noise: no per-shape compilation
-    params = jax.tree.map(
-        lambda x: jnp.asarray(np.asarray(x) + noise * rng.standard_normal(x.shape, np.float32)),
-        init_params(cfg, jax.random.key(seed)),
-    )
-    return Model(params=params, cfg=cfg, tokenizer=tokenizer)
+    return Model(params=perturbed_params(cfg, seed, noise), cfg=cfg, tokenizer=tokenizer)

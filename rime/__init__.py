@@ -7,7 +7,15 @@
     rime.filler_turns(case, "adversarial", 2)      # filler exchanges for the multi-turn axis
     splits = rime.build_splits(seed=0)             # regenerate; rime.summary(splits) reports marginals
     next(rime.dialogues(seed=0))                   # training corpus for the bundled model
+
+Evaluating edit methods (paper §5.4-§5.6; these names load JAX on first use):
+
+    spec = rime.Spec.build(["delta", "null", "in_context"], fillers=(0, 1))
+    rime.run("runs/x", rwkv_jax.load("rime-tiny"), "rime-tiny", cases, "test", spec)  # resumable
+    rime.write_report("runs/x")                    # report.md and the four figures
 """
+
+import importlib
 
 from rime.axes import (
     AXES,
@@ -62,7 +70,21 @@ from rime.turns import (
     recipient_messages,
 )
 
-__all__ = [
+# name -> module; imported on first access so that `import rime` does not load JAX
+_EVALUATION = {
+    "ConfigMismatchError": "rime.rows", "Evaluator": "rime.evaluate", "Spec": "rime.protocol",
+    "read_rows": "rime.rows", "run": "rime.runner", "score": "rime.scoring", "wilson": "rime.scoring",
+    "write_report": "rime.report",
+}
+
+
+def __getattr__(name: str):
+    if name in _EVALUATION:
+        return getattr(importlib.import_module(_EVALUATION[name]), name)
+    raise AttributeError(f"module 'rime' has no attribute {name!r}")
+
+
+__all__ = [*_EVALUATION, 
     "AXES", "BUNDLED_SPLITS", "DEFAULT_SEED", "DEV_SIZE", "EXCLUSIONS", "FILLER_MODES", "MAX_FILLER_TURNS",
     "PROBE_KINDS", "TEST_SIZE", "Case", "CaseError", "Cell", "Edit", "ExclusionError", "FieldTypeError",
     "FieldValueError", "FormatError", "InconsistentCaseError", "JointEdit", "MissingFieldError", "Params",

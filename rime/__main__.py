@@ -77,6 +77,12 @@ def _integers(text: str) -> list[int]:
         raise argparse.ArgumentTypeError(f"expected comma-separated integers, got {text!r}") from None
 
 
+def _positive(text: str) -> int:
+    if not text.isdigit() or int(text) < 1:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}")
+    return int(text)
+
+
 def default_out(model: str, source: str, limit: int | None) -> Path:
     """runs/MODEL-CASES[-limitN]: the same command always resumes the same folder."""
     name = f"{Path(model).name}-{Path(source).stem}" + (f"-limit{limit}" if limit else "")
@@ -84,11 +90,12 @@ def default_out(model: str, source: str, limit: int | None) -> Path:
 
 
 def _run(args: argparse.Namespace) -> int:
+    import jax
     from tqdm import tqdm
 
     import rwkv_jax
     from rime.protocol import HEADLINE_FILLERS, HEADLINE_METHODS, Spec
-    from rime.report import headline_table, write_report
+    from rime.report import headline_summary, write_report
     from rime.report import load as load_run
     from rime.rows import ConfigMismatchError
     from rime.runner import run
@@ -105,21 +112,20 @@ def _run(args: argparse.Namespace) -> int:
     except (ValueError, FileNotFoundError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
-    import jax
-
     devices = jax.devices()
     print(f"{out}: {len(cases)} cases from {source}, model {args.model}, {len(devices)} {devices[0].platform} "
           f"device(s), batch size {args.batch_size}")
-    bar = tqdm(unit="row", desc="rime run", dynamic_ncols=True)
+    bars = []
     added = []
 
     def start(progress) -> None:
-        bar.reset(total=progress.done + progress.todo)
-        bar.update(progress.done)
+        if progress.todo:
+            bars.append(tqdm(total=progress.done + progress.todo, initial=progress.done, unit="row",
+                             desc="rime run", dynamic_ncols=True))
 
     def rows(n: int) -> None:
         added.append(n)
-        bar.update(n)
+        bars[0].update(n)
 
     try:
         run(out, model, args.model, cases, source, spec, batch_size=args.batch_size, on_start=start, on_rows=rows)
@@ -127,12 +133,13 @@ def _run(args: argparse.Namespace) -> int:
         print(f"error: {err}", file=sys.stderr)
         return 2
     finally:
-        bar.close()
+        for bar in bars:
+            bar.close()
     if added or not (out / "report.md").is_file():
         print(f"wrote {write_report(out)}")
     else:
         print(f"{out} was already complete; nothing to do")
-    print(headline_table(load_run(out)))
+    print(headline_summary(load_run(out)))
     return 0
 
 
@@ -141,20 +148,21 @@ def add_run(commands: argparse._SubParsersAction) -> None:
     p.add_argument("--model", default="rime-tiny", help="bundled model name or checkpoint folder")
     p.add_argument("--split", default="test", choices=BUNDLED_SPLITS, help="bundled split to evaluate")
     p.add_argument("--cases", help="a JSONL file (or save_to_disk folder) of cases instead of a split")
-    p.add_argument("--limit", type=int, help="only the first N cases")
+    p.add_argument("--limit", type=_positive, help="only the first N cases")
     p.add_argument("--methods", help="edit methods, NAME or NAME:option=value:... (default: delta,null,in_context;"
                    " none and random always run)")
     p.add_argument("--filler", type=_integers, help="filler turn counts (default: 0,1; the paper's grid: 0,1,2,4,6)")
     p.add_argument("--modes", default=",".join(FILLER_MODES), help="filler modes")
-    p.add_argument("--max-new-tokens", type=int, default=16, help="answer token budget")
+    p.add_argument("--max-new-tokens", type=_positive, default=16, help="answer token budget")
     p.add_argument("--seed", type=int, default=0, help="seed of the random-delta control")
-    p.add_argument("--batch-size", type=int, default=256, help="rows per jitted call")
+    p.add_argument("--batch-size", type=_positive, default=64,
+                   help="rows per jitted call (64 suits a small CPU; use thousands on an accelerator)")
     p.add_argument("--out", help="run folder (default runs/MODEL-CASES)")
     p.set_defaults(handler=_run)
 
 
 def _report(args: argparse.Namespace) -> int:
-    from rime.report import headline_table, write_report
+    from rime.report import headline_summary, write_report
     from rime.report import load as load_run
 
     try:
@@ -162,7 +170,7 @@ def _report(args: argparse.Namespace) -> int:
     except (ValueError, FileNotFoundError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
-    print(headline_table(load_run(args.folder)))
+    print(headline_summary(load_run(args.folder)))
     print(f"wrote {path}")
     return 0
 

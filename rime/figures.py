@@ -72,10 +72,10 @@ def difficulty(a: Analysis, path: Path) -> None:
         if pooled.n:
             ax.axvline(pooled.value, color="red", linewidth=1)
         ax.set_yticks(y, labels, fontsize="small")
-        ax.invert_yaxis()
         ax.set_xlim(0, 1)
         ax.set_xlabel("edit accuracy, ft=0")
         ax.set_title(m)
+    axes[0][0].invert_yaxis()  # the panels share the axis: invert it once, first axis at the top
     _save(fig, path)
 
 
@@ -84,12 +84,14 @@ def decay(a: Analysis, path: Path) -> None:
     a dashed one for adversarial, both from the shared ft=0 point."""
     fig, ax = plt.subplots(figsize=(6, 4))
     styles = {"neutral": "-", "adversarial": "--"}
-    for i, m in enumerate(a.filler_methods):
-        for mode, points in a.decay(m).items():
-            ks = [k for k, _ in points]
-            rates = [r for _, r in points]
-            ax.errorbar(ks, _values(rates), yerr=_errors(rates), color=f"C{i}", linestyle=styles[mode],
-                        marker="o", markersize=3, capsize=2, label=f"{m}, {mode}")
+    lines = [(m, mode, points) for m in a.filler_methods for mode, points in a.decay(m).items()]
+    for i, (m, mode, points) in enumerate(lines):
+        shift = 0.03 * (i - (len(lines) - 1) / 2)  # side by side, so equal values stay visible
+        rates = [r for _, r in points]
+        ax.errorbar([k + shift for k, _ in points], _values(rates), yerr=_errors(rates),
+                    color=f"C{a.filler_methods.index(m)}", linestyle=styles[mode], marker="o", markersize=3,
+                    capsize=2, label=f"{m}, {mode}")
+    ax.set_xticks([0, *sorted({k for _, k in a.settings})])
     ax.set_xlabel("filler turns")
     ax.set_ylabel("edit accuracy")
     ax.set_ylim(0, 1.05)

@@ -33,7 +33,7 @@ from rwkv_jax.state import State
 # than the chunked kernel (whose per-chunk triangular solve batches poorly).
 WKV = "scan"
 PROMPT_BUCKET = 8  # question prompts are 10-30 tokens: a fine bucket wastes little
-TEXT_BUCKET = 32  # recipients and filler turns
+TEXT_BUCKET = 64  # recipients and filler turns: reads are a small share of the time, compiles are not
 
 
 @functools.partial(jax.jit, static_argnames=("cfg",))
@@ -55,10 +55,9 @@ def answer(params: Params, cfg: Config, tokens: jax.Array, lengths: jax.Array, s
     the probability of each target as the first answer token `[B, K]`.
 
     All but the last prompt token are read with the scan kernel; `generate_tokens` then reads the
-    last one and decodes, so its own prefill is a single token.
+    last one and decodes, so its own prefill (chunked) is a single token.
     """
-    head = jax.vmap(lambda t, n, s: forward(params, cfg, t, s, logits="last", length=n, wkv=WKV)[1])
-    before = head(tokens, lengths - 1, state)
+    before = read(params, cfg, tokens, lengths - 1, state)
     last = jnp.take_along_axis(tokens, (lengths - 1)[:, None], axis=1)  # [B, 1]
     logits, _ = jax.vmap(lambda t, s: step(params, cfg, t, s))(last[:, 0], before)
     probs = jnp.take_along_axis(jax.nn.softmax(logits, axis=-1), targets, axis=1)
@@ -66,17 +65,6 @@ def answer(params: Params, cfg: Config, tokens: jax.Array, lengths: jax.Array, s
         params, cfg, last, jnp.ones_like(lengths), before, jax.random.key(0), stop_table, stop_match,
         count_weight, max_new_tokens=max_new_tokens)
     return out, count, stopped, probs
-
-
-def pad_tokens(ids: Sequence[Sequence[int]], bucket: int) -> tuple[np.ndarray, np.ndarray]:
-    """Token lists as `[B, T]` (T a multiple of `bucket`), right-padded with 0, and their lengths."""
-    lengths = np.array([len(t) for t in ids], np.int32)
-    if not len(ids) or lengths.min() < 1:
-        raise ValueError("every text needs at least one token")
-    out = np.zeros((len(ids), -(-int(lengths.max()) // bucket) * bucket), np.int32)
-    for row, t in zip(out, ids, strict=True):
-        row[: len(t)] = t
-    return out, lengths
 
 
 def stack_states(states: Sequence[State]) -> State:

@@ -24,7 +24,6 @@ from rwkv_jax.chat import chat_prompt
 
 HEADLINE_METHODS = ("delta", "null", "in_context")
 HEADLINE_FILLERS = (0, 1)
-ALWAYS = ("none", "random")  # run whatever was asked: the retention filter and the random control
 SHAMS = ("none", "null", "random")  # carry no new value, so a wrong-entity variant means nothing
 TARGET, WRONG_ENTITY = "target", "wrong_entity"
 NO_FILLER = "none"
@@ -101,17 +100,19 @@ def _value(text: str) -> Any:
 class Spec:
     """The protocol's settings, everything but the model and the cases.
 
-    methods: what was asked for; `branches` adds `none`, `random` and the wrong-entity variants.
-    fillers: filler turn counts (0 is always included); modes: filler modes for k > 0.
+    methods: every method that runs (`build` adds `none` and `random`); `branches` adds the
+    wrong-entity variants. fillers: filler turn counts (0 is always included); modes: filler modes
+    for k > 0.
     """
 
     methods: tuple[EditMethod, ...]
     fillers: tuple[int, ...] = HEADLINE_FILLERS
     modes: tuple[str, ...] = FILLER_MODES
     max_new_tokens: int = 16
-    seed: int = 0
 
     def __post_init__(self) -> None:
+        if "none" not in {m.name for m in self.methods}:
+            raise ValueError("the protocol needs the `none` method: it is the retention filter")
         bad = [k for k in self.fillers if not 0 <= k <= MAX_FILLER_TURNS]
         if bad:
             raise ValueError(f"filler turn counts must be in 0..{MAX_FILLER_TURNS}, got {bad}")
@@ -123,12 +124,13 @@ class Spec:
         object.__setattr__(self, "fillers", tuple(sorted({0, *self.fillers})))
 
     @classmethod
-    def build(cls, methods: Sequence[str] = HEADLINE_METHODS, **settings: Any) -> Spec:
-        """From method specs (see `parse_method`); `none` and `random` (with `seed`) are added."""
+    def build(cls, methods: Sequence[str] = HEADLINE_METHODS, *, seed: int = 0, **settings: Any) -> Spec:
+        """From method specs (see `parse_method`); `none` and `random` (with `seed`) are added
+        unless given."""
         parsed = [parse_method(m) for m in methods]
         names = {m.name for m in parsed}
         none = [] if "none" in names else [get_method("none")]
-        random = [] if "random" in names else [get_method("random", seed=settings.get("seed", 0))]
+        random = [] if "random" in names else [get_method("random", seed=seed)]
         ordered = [*none, *parsed, *random]
         labels = [m.label for m in ordered]
         if len(set(labels)) != len(labels):
@@ -151,7 +153,8 @@ class Spec:
             "methods": [m.label for m in self.methods],
             "wrong_entity": [b.label for b in self.branches() if b.variant == WRONG_ENTITY],
             "fillers": list(self.fillers), "modes": list(self.modes),
-            "max_new_tokens": self.max_new_tokens, "seeds": {"random": self.seed},
+            "max_new_tokens": self.max_new_tokens,
+            "seeds": {m.label: m.options["seed"] for m in self.methods if "seed" in m.options},
         }
 
 

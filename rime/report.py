@@ -17,7 +17,7 @@ from collections.abc import Iterable, Sequence
 from pathlib import Path
 
 from rime.axes import AXES, PROBE_KINDS
-from rime.protocol import EDIT, JOINT, NO_FILLER, SHAMS, TARGET, WRONG_ENTITY
+from rime.protocol import EDIT, JOINT, NO_FILLER, TARGET, WRONG_ENTITY
 from rime.rows import read_config, read_rows
 from rime.scoring import wilson
 
@@ -58,17 +58,14 @@ def majority(rows: Sequence[dict], field: str = "correct_stripped") -> bool:
     return 2 * sum(bool(r[field]) for r in rows) > len(rows)
 
 
-def method_name(label: str) -> str:
-    return label.split("(", 1)[0]
-
-
 class Analysis:
     """A run's rows, indexed for the report's cuts."""
 
     def __init__(self, rows: Sequence[dict], config: dict):
         self.config = config
         self.methods: list[str] = config["methods"]
-        self.edit_methods = [m for m in self.methods if method_name(m) not in SHAMS] or self.methods
+        # the methods that install a value: those with a wrong-entity control
+        self.edit_methods = [m for m in self.methods if m in config["wrong_entity"]] or list(self.methods)
         self.settings = [(mode, k) for mode in config["modes"] for k in config["fillers"] if k]
         self.cases = sorted({r["case_id"] for r in rows})
         baseline = defaultdict(list)
@@ -84,7 +81,9 @@ class Analysis:
         self.n_rows = len(rows)
         with_fillers = {r["method"] for r in rows if r["filler_turns"]}
         self.filler_methods = [m for m in self.methods if m in with_fillers]
-        self.controlled = [m for m in self.methods if m in config["wrong_entity"]]
+
+    def retention(self) -> str:
+        return f"{len(self.retained)} of {len(self.cases)} cases retained"
 
     def rows(self, method: str, kinds: Sequence[str] = (EDIT,), setting: tuple[str, int] = (NO_FILLER, 0),
              variant: str = TARGET) -> list[dict]:
@@ -131,11 +130,12 @@ class Analysis:
     def blast(self, method: str) -> dict[str, list[int]]:
         """Per probe kind, cases counted by (edit verdict, probe verdict), in `OUTCOMES` order:
         a verdict is the majority of the case's rows (Figure 4)."""
+        edits = defaultdict(list)
+        for r in self.rows(method):
+            edits[r["case_id"]].append(r)
         out = {}
         for kind in PROBE_KINDS:
-            edits, probes = defaultdict(list), defaultdict(list)
-            for r in self.rows(method):
-                edits[r["case_id"]].append(r)
+            probes = defaultdict(list)
             for r in self.rows(method, (kind,)):
                 probes[r["case_id"]].append(r)
             counts = [0, 0, 0, 0]
@@ -172,11 +172,15 @@ def headline_table(a: Analysis) -> str:
               "wrong-entity success", "target specificity", "same-value bleed"]
     rows = []
     for m in a.methods:
-        controls = m in a.controlled
+        controls = [a.wrong_entity(m), _points(a.specificity(m))] if m in a.config["wrong_entity"] else ["", ""]
         rows.append([m, a.edit(m), a.probes(m), a.after_one(m, "neutral"), a.after_one(m, "adversarial"),
-                     a.wrong_entity(m) if controls else "", _points(a.specificity(m)) if controls else "",
-                     a.bleed(m)])
+                     *controls, a.bleed(m)])
     return _table(header, rows)
+
+
+def headline_summary(a: Analysis) -> str:
+    """What `python -m rime run` prints: the retention count and the headline table."""
+    return f"{a.retention()}; accuracies are correct_stripped, % [Wilson 95% CI] n=rows\n\n{headline_table(a)}"
 
 
 def markdown(a: Analysis, figures: dict[str, str]) -> str:
@@ -187,9 +191,8 @@ def markdown(a: Analysis, figures: dict[str, str]) -> str:
         f"cases `{c['dataset']['source']}` ({c['dataset']['cases']} cases, sha256 {c['dataset']['sha256'][:12]}), "
         f"{package}. Methods {', '.join(c['methods'])}; filler turns {c['fillers']} "
         f"({', '.join(c['modes'])}); greedy answers of at most {c['max_new_tokens']} tokens.",
-        f"{a.n_rows} rows. Retention filter: {len(a.retained)} of {len(a.cases)} cases retained (the unedited "
-        f"model answers most target paraphrases with the old value); {len(a.cases) - len(a.retained)} excluded "
-        "from every metric below.",
+        f"{a.n_rows} rows. Retention filter: {a.retention()} (the unedited model answers most target "
+        "paraphrases with the old value); the others are left out of every metric below.",
         "Every accuracy is `correct_stripped`, shown as percent [Wilson 95% interval] n=rows.",
         "## Headline (Figure 1)\n\nEdit accuracy at ft=0, probe preservation on other facts of the same "
         "passage, and edit accuracy after one filler turn; target specificity is edit accuracy minus "

@@ -17,7 +17,7 @@ from importlib import metadata
 import jax
 import numpy as np
 
-from rime.evaluate import Evaluator
+from rime.evaluate import DEFAULT_BATCH, Evaluator
 from rime.protocol import Spec, row_keys
 from rime.rows import RunFolder
 from rime.schema import Case
@@ -70,7 +70,8 @@ class Progress:
 
 
 def run(out: str | os.PathLike, model: Model, model_ref: str, cases: Sequence[Case], source: str, spec: Spec,
-        *, batch_size: int = 256, devices=None, on_start: Callable[[Progress], None] | None = None,
+        *, batch_size: int = DEFAULT_BATCH, devices: Sequence[jax.Device] | None = None,
+        on_start: Callable[[Progress], None] | None = None,
         on_rows: Callable[[int], None] | None = None) -> RunFolder:
     """Evaluates every case not yet finished in `out` and appends its rows there.
 

@@ -61,4 +61,5 @@ def wilson(successes: int, n: int, z: float = Z95) -> tuple[float, float]:
     p = successes / n
     centre = (p + z * z / (2 * n)) / (1 + z * z / n)
     half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / (1 + z * z / n)
-    return max(0.0, centre - half), min(1.0, centre + half)
+    # the interval holds p; clamping keeps rounding from putting p a hair outside it
+    return max(0.0, min(p, centre - half)), min(1.0, max(p, centre + half))

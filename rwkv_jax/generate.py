@@ -18,7 +18,7 @@ import numpy as np
 from rwkv_jax.chat import STOP
 from rwkv_jax.checkpoint import Model
 from rwkv_jax.config import Config
-from rwkv_jax.model import forward, step
+from rwkv_jax.model import forward, split_layers, step
 from rwkv_jax.params import Params
 from rwkv_jax.sampling import (
     GREEDY,
@@ -73,7 +73,8 @@ def generate_tokens(
     n_stops = stop_table.shape[0]
     read = jax.vmap(lambda t, n, s: forward(params, cfg, t, s, logits="last", length=n))
     logits, state = read(prompts, lengths, state)
-    advance = jax.vmap(lambda t, s: step(params, cfg, t, s, unroll_layers=True))
+    layered = {**params, "blocks": split_layers(params["blocks"], cfg.n_layer)}  # copied once, not per token
+    advance = jax.vmap(lambda t, s: step(layered, cfg, t, s, unroll_layers=True))
 
     def cond(carry):
         i, done = carry[0], carry[3]

@@ -113,6 +113,12 @@ def channel_mix(p: Params, x: jax.Array, shift: jax.Array) -> jax.Array:
     return jnp.square(jax.nn.relu(k @ p["key"])) @ p["value"]
 
 
+def split_layers(blocks: Params, n_layer: int) -> tuple[Params, ...]:
+    """Stacked `blocks` `{name: [L, ...]}` as a tuple of per-layer dicts; `step(..., unroll_layers=True)`
+    accepts params whose `blocks` are split this way (split once, outside a decode loop)."""
+    return tuple(jax.tree.map(lambda a: a[i], blocks) for i in range(n_layer))
+
+
 def _run(params: Params, cfg: Config, tokens: jax.Array, state: State, *, impl: Impl,
          chunk_size: int, length: jax.Array | None, trace: bool, unroll: bool = False):
     """Shared body of `forward` and `forward_trace`: final hidden `[T, D]`, State, extras."""
@@ -135,17 +141,20 @@ def _run(params: Params, cfg: Config, tokens: jax.Array, state: State, *, impl: 
         extras = (x, states, h.astype(F32), f.astype(F32)) if trace else None
         return (x_out, v_first), (new_state, extras)
 
-    layers = (params["blocks"], state.wkv, state.att_shift, state.ffn_shift, jnp.arange(cfg.n_layer))
     carry = (x, jnp.zeros_like(x))
     if unroll:
-        # Static per-layer slices instead of a scan: inside a decode loop XLA hoists them out,
-        # whereas a scan's dynamic slices copy every layer's weights on every step.
+        # A Python loop over layers: with `split_layers` params nothing is sliced per call, which
+        # inside a decode loop saves copying every layer's weights on every step.
+        blocks = params["blocks"]
+        if not isinstance(blocks, tuple):
+            blocks = split_layers(blocks, cfg.n_layer)
         outs = []
         for i in range(cfg.n_layer):
-            carry, out = block(carry, jax.tree.map(lambda a: a[i], layers))
+            carry, out = block(carry, (blocks[i], state.wkv[i], state.att_shift[i], state.ffn_shift[i], i))
             outs.append(out)
         (x, _), ((wkv_s, att_s, ffn_s), extras) = carry, jax.tree.map(lambda *a: jnp.stack(a), *outs)
     else:
+        layers = (params["blocks"], state.wkv, state.att_shift, state.ffn_shift, jnp.arange(cfg.n_layer))
         (x, _), ((wkv_s, att_s, ffn_s), extras) = lax.scan(block, carry, layers)
     return x, State(wkv=wkv_s, att_shift=att_s, ffn_shift=ffn_s), extras
 

@@ -160,5 +160,16 @@ def init_params(cfg: Config, key: jax.Array, dtype: jnp.dtype = jnp.float32) -> 
     return jax.tree.map(lambda x: jnp.asarray(x, dtype), params)
 
 
+def perturbed_params(cfg: Config, seed: int = 0, scale: float = 0.1, dtype: jnp.dtype = jnp.float32) -> Params:
+    """The official init plus Gaussian noise on every leaf, for tests and examples: the init zeroes
+    each block's output projections, which would leave the logits independent of the state."""
+    rng = np.random.default_rng(seed)  # numpy noise: no per-shape compilation
+    noisy = jax.tree.map(
+        lambda x: np.asarray(x) + scale * rng.standard_normal(x.shape, np.float32),
+        init_params(cfg, jax.random.key(seed)),
+    )
+    return cast_params(noisy, dtype)
+
+
 def cast_params(params: Params, dtype: jnp.dtype) -> Params:
     return jax.tree.map(lambda x: jnp.asarray(x, dtype), params)

@@ -23,9 +23,10 @@ import jax  # noqa: E402
 import jax.numpy as jnp  # noqa: E402
 import numpy as np  # noqa: E402
 
-from rwkv_jax import Config, State, forward, init_params  # noqa: E402
+from rwkv_jax import Config, State, forward  # noqa: E402
 from rwkv_jax.generate import generate_tokens  # noqa: E402
 from rwkv_jax.model import step  # noqa: E402
+from rwkv_jax.params import perturbed_params  # noqa: E402
 
 
 def median_time(fn, reps: int) -> float:
@@ -42,13 +43,6 @@ def rss_mib() -> tuple[float, float]:
     """(current, peak) resident set size of this process in MiB."""
     fields = dict(line.split(":", 1) for line in Path("/proc/self/status").read_text().splitlines())
     return int(fields["VmRSS"].split()[0]) / 1024, int(fields["VmHWM"].split()[0]) / 1024
-
-
-def random_params(cfg: Config, seed: int = 0):
-    params = init_params(cfg, jax.random.key(seed))
-    leaves, treedef = jax.tree.flatten(params)
-    keys = jax.random.split(jax.random.key(seed + 1), len(leaves))
-    return jax.tree.unflatten(treedef, [x + 0.02 * jax.random.normal(k, x.shape) for x, k in zip(leaves, keys)])
 
 
 def bench_official(path: Path, prompt: np.ndarray, n_decode: int, reps: int, threads: int) -> dict:
@@ -118,7 +112,7 @@ def bench_ours(params, cfg: Config, prompt: np.ndarray, n_decode: int, reps: int
 
 def stream_memory(total: int, chunk: int) -> list[tuple[int, float, float]]:
     cfg = Config.default(2, 128, 1024)
-    params = random_params(cfg)
+    params = perturbed_params(cfg, scale=0.02)
     f = jax.jit(lambda p, t, s: forward(p, cfg, t, s, logits="last"))
     state, rng = State.zeros(cfg), np.random.default_rng(0)
     marks, rows, done = {10_000, 100_000, total}, [], 0
@@ -147,7 +141,7 @@ def main() -> None:
     from convert import write_pth
 
     cfg = Config.default(12, 768, 65536)
-    params = random_params(cfg)
+    params = perturbed_params(cfg, scale=0.02)
     prompt = np.random.default_rng(0).integers(1, cfg.vocab_size, args.prefill).astype(np.int32)
     with tempfile.TemporaryDirectory() as tmp:
         path = Path(tmp) / "bench.pth"

@@ -15,17 +15,8 @@ jax.config.update("jax_compilation_cache_dir", str(_CACHE))
 jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.5)
 jax.config.update("jax_numpy_dtype_promotion", "strict")
 
-from rwkv_jax import Config, init_params  # noqa: E402
-
-
-def perturbed_params(cfg: Config, seed: int = 0, scale: float = 0.1, dtype=jax.numpy.float32):
-    """Official init plus noise on every leaf: the init zeroes output projections, which
-    would make many comparisons vacuous."""
-    params = init_params(cfg, jax.random.key(seed))
-    leaves, treedef = jax.tree.flatten(params)
-    keys = jax.random.split(jax.random.key(seed + 1), len(leaves))
-    noisy = [x + scale * jax.random.normal(k, x.shape) for x, k in zip(leaves, keys)]
-    return jax.tree.map(lambda x: x.astype(dtype), jax.tree.unflatten(treedef, noisy))
+from rwkv_jax import Config  # noqa: E402
+from rwkv_jax.params import perturbed_params  # noqa: E402, F401  (shared by the suites)
 
 
 @pytest.fixture(scope="session")

@@ -52,7 +52,9 @@ def test_returned_state_has_read_prompt_and_generated_tokens(model):
     out = generate(model, ["the cat"], max_new_tokens=6, stop=())
     ids = model.tokenizer.encode("the cat") + out.tokens[0]
     _, expected = forward(model.params, model.cfg, jnp.array(ids))
-    chex.assert_trees_all_close(jax.tree.map(lambda x: x[0], out.state), expected, atol=1e-4, rtol=1e-4)
+    # wkv entries here reach ~30: 1e-4 relative to that scale covers fp32 summation order
+    # (chunked read vs per-token steps).
+    chex.assert_trees_all_close(jax.tree.map(lambda x: x[0], out.state), expected, atol=3e-3, rtol=1e-4)
 
 
 def test_stop_string_split_across_tokens_ends_generation(model, small_tok):

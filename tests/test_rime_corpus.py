@@ -153,3 +153,28 @@ def test_vocabulary_lists_every_word_of_cases_and_dialogues(sample):
         used |= {w for t in texts for w in word.findall(t)}
     assert used <= vocabulary, sorted(used - vocabulary)
     assert len(vocabulary) < 5000
+
+
+def test_training_corpus_draws_from_the_callers_rng_and_cuts_questions_before_the_answer():
+    import random
+
+    from rime.corpus import TrainingCorpus
+
+    corpus = TrainingCorpus(exclude=frozenset())
+    assert corpus.dialogue(random.Random(3)) == corpus.dialogue(random.Random(3))
+    assert corpus.dialogue(random.Random(3)) != corpus.dialogue(random.Random(4))
+    for prompt, answer in corpus.questions(random.Random(5), 20):
+        assert prompt.endswith("\n\nAssistant:") and prompt.startswith("User: ")
+        assert answer and "\n" not in answer
+        # the full dialogue is the prompt plus the answer turn
+        assert (prompt + " " + answer + "\n\n").count("Assistant:") == prompt.count("Assistant:")
+
+
+def test_training_corpus_skips_excluded_dialogues():
+    import random
+
+    from rime.corpus import TrainingCorpus
+
+    first = TrainingCorpus(exclude=frozenset()).dialogue(random.Random(9))
+    passage = first.split("\n\n")[0].removeprefix("User: ")
+    assert passage not in TrainingCorpus(exclude=frozenset({passage})).dialogue(random.Random(9))

@@ -211,13 +211,14 @@ def test_spec_adds_the_baseline_and_controls():
 
 def test_bundled_model_retains_and_reports_on_two_cases(tmp_path):
     model = rwkv_jax.load("rime-tiny")
-    easy = [c for c in rime.load("test") if c.params.distractor_count == 0 and c.params.stack_depth == 1
-            and c.params.multi_prop_count == 1 and not c.params.composition_hop][:2]
+    plain = [c for c in rime.load("test") if c.params.distractor_count == c.params.overwrite_count == 0
+             and not c.params.composition_hop]
+    easy = sorted(plain, key=lambda c: c.params.stack_depth + c.params.multi_prop_count)[:2]
     out = tmp_path / "tiny"
     run(out, model, "rime-tiny", easy, "test", Spec.build(), batch_size=64)
     written = rows.read_rows(out)
     assert len(written) == sum(len(protocol.row_keys(c, Spec.build())) for c in easy)
     baseline = [r for r in written if (r["method"], r["filler_turns"], r["kind"]) == ("none", 0, "edit")]
     assert sum(r["old_stripped"] for r in baseline) > len(baseline) / 2  # the unedited model knows the old value
-    report = write_report(out)
-    assert "2 of 2 cases retained" in report.read_text() or "1 of 2 cases retained" in report.read_text()
+    report = write_report(out).read_text()
+    assert "of 2 cases retained" in report and len(list(out.glob("*.png"))) == 4

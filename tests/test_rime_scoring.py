@@ -39,6 +39,9 @@ def test_wilson_interval_known_values():
     lo, hi = wilson(3, 20)
     assert (lo, hi) == pytest.approx(tuple(1 - x for x in reversed(wilson(17, 20))))
     assert wilson(0, 0) == (0.0, 1.0)
+    for n in range(1, 60):
+        assert wilson(n, n)[1] == 1.0 and wilson(0, n)[0] == 0.0
+        assert all(lo <= k / n <= hi for k in range(n + 1) for lo, hi in [wilson(k, n)])
     with pytest.raises(ValueError):
         wilson(3, 2)
 
