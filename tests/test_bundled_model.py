@@ -1,0 +1,44 @@
+"""The shipped `rime-tiny`: it loads from package data and reads facts from the conversation."""
+
+import pytest
+
+import rime
+import rwkv_jax
+from rwkv_jax.chat import chat_prompt
+
+
+@pytest.fixture(scope="module")
+def model():
+    return rwkv_jax.load("rime-tiny")
+
+
+def simple_cases(n: int) -> list[rime.Case]:
+    """The first dev cases with one fact to recall: no distractors, overwrites or composition."""
+    p = lambda c: c.params
+    cases = [c for c in rime.load("dev")
+             if p(c).distractor_count == 0 and p(c).overwrite_count == 0 and not p(c).composition_hop]
+    return cases[:n]
+
+
+def answers(model, cases: list[rime.Case]) -> list[str]:
+    prompts = [chat_prompt([*rime.recipient_messages(c), ("user", c.queries[0])]) for c in cases]
+    return rwkv_jax.generate(model, prompts, max_new_tokens=12).texts
+
+
+def test_bundled_model_loads_offline_with_its_compact_vocab(model):
+    assert "rime-tiny" in rwkv_jax.checkpoint.bundled_models()
+    assert model.tokenizer.vocab_size == model.cfg.vocab_size < 65536
+    text = "Armin likes the number eighty-eight best. \u00e9\u4e2d"  # bytes outside the corpus still encode
+    assert model.tokenizer.decode(model.tokenizer.encode(text)) == text
+
+
+def test_bundled_model_answers_a_fixed_case_from_the_passage(model):
+    case = simple_cases(1)[0]
+    assert case.id == "dev-000" and case.value_old == "eighty-eight"
+    assert answers(model, [case])[0].strip().lower() == "eighty-eight"
+
+
+def test_bundled_model_answers_most_simple_cases(model):
+    cases = simple_cases(12)
+    hits = [c.value_old.lower() in a.lower() for c, a in zip(cases, answers(model, cases))]
+    assert sum(hits) >= 10, hits
