@@ -16,6 +16,7 @@ Dialogues that contain a dev or test passage or edit text verbatim are never emi
 
 from __future__ import annotations
 
+import dataclasses
 import random
 import re
 from collections.abc import Collection, Iterable, Iterator
@@ -31,12 +32,26 @@ WORD = re.compile(r"[A-Za-z0-9]+|[^\sA-Za-z0-9]")
 _SLOT = re.compile(r"\{\w+\}")
 
 
+@dataclasses.dataclass(frozen=True)
+class Mix:
+    """How often a passage of three or more people has two of them share a value, and how often a
+    question then asks about someone whose value is not the shared one. Asking those people is what
+    forces a model to bind values to people instead of answering the value stated most often."""
+
+    shared_value: float = 0.25
+    ask_unique: float = 0.0
+
+
+MIXES = {"default": Mix(), "binding": Mix(shared_value=0.75, ask_unique=0.5)}
+
+
 class _Dialogue:
     """The facts bound so far and the turns written so far."""
 
-    def __init__(self, rng: random.Random):
-        self.rng, self.messages, self.facts = rng, [], {}  # facts: (name, property key) -> value
+    def __init__(self, rng: random.Random, mix: Mix):
+        self.rng, self.mix, self.messages, self.facts = rng, mix, [], {}  # facts: (name, key) -> value
         self.recent: tuple[str, str] | None = None
+        self.unique: list[tuple[str, str]] = []  # people whose value differs from a shared one
 
     def say(self, user: str, assistant: str | None = None) -> None:
         reply = assistant if assistant is not None else self.rng.choice(content().acknowledgements)
@@ -53,8 +68,9 @@ def _open(d: _Dialogue) -> None:
     main = rng.choice(keys)
     names = rng.sample(c.names, rng.randint(1, 5))
     values = rng.sample(c.properties[main].values, len(names))
-    if len(names) >= 3 and rng.random() < 0.25:
+    if len(names) >= 3 and rng.random() < d.mix.shared_value:
         values[-1] = values[0]  # two people sharing a value
+        d.unique = [(name, main) for name in names[1:-1]]
     people = []
     for name, value in zip(names, values):
         extra = rng.sample([k for k in keys if k != main], rng.choice((0, 0, 1, 2)))
@@ -76,7 +92,10 @@ def _open(d: _Dialogue) -> None:
 
 def _question(d: _Dialogue) -> None:
     c, rng = content(), d.rng
-    name, key = d.recent if d.recent and rng.random() < 0.6 else rng.choice(list(d.facts))
+    if d.unique and d.mix.ask_unique and rng.random() < d.mix.ask_unique:
+        name, key = rng.choice(d.unique)
+    else:
+        name, key = d.recent if d.recent and rng.random() < 0.6 else rng.choice(list(d.facts))
     d.recent = None
     prop, value = c.properties[key], d.facts[name, key]
     if prop.hop and rng.random() < 0.35:
@@ -112,9 +131,9 @@ def _statement(d: _Dialogue) -> None:
     d.recent = (name, key)
 
 
-def sample_dialogue(rng: random.Random) -> list[Message]:
+def sample_dialogue(rng: random.Random, mix: Mix = MIXES["default"]) -> list[Message]:
     """One training dialogue as (role, text) turns; every assistant answer is correct at its point."""
-    d = _Dialogue(rng)
+    d = _Dialogue(rng, mix)
     _open(d)
     events = rng.choices((_question, _filler, _statement), weights=(5, 2, 2), k=rng.randint(2, 7))
     for event in events:
@@ -161,11 +180,12 @@ class TrainingCorpus:
     """The corpus in the shape `rwkv_jax.train` draws from: the caller's RNG drives every draw, so
     a training batch is a pure function of its (seed, step)."""
 
-    def __init__(self, exclude: Collection[str] | None = None):
+    def __init__(self, exclude: Collection[str] | None = None, mix: Mix = MIXES["default"]):
         self.exclude = _bundled_held_out() if exclude is None else exclude
+        self.mix = mix
 
     def _turns(self, rng: random.Random) -> list[Message]:
-        while not _admissible(messages := sample_dialogue(rng), self.exclude):
+        while not _admissible(messages := sample_dialogue(rng, self.mix), self.exclude):
             pass
         return messages
 

@@ -59,6 +59,7 @@ class TrainConfig:
     eval_questions: int = 64
     checkpoint_every: int = 100
     wkv: str = "chunked"
+    corpus: str = "default"  # a name the caller's corpus understands (recorded, so a resume must match)
 
     def __post_init__(self) -> None:
         if not 0 <= self.warmup < self.steps:

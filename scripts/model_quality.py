@@ -37,6 +37,8 @@ def quality(rows: list[dict], multi_token: set[str]) -> list[tuple[str, str, Rat
         ("target query", target, "old_stripped", BAR["target"]),
         ("probe queries", rows_of(rows, lambda r: at0(r) and r["kind"] in PROBE_KINDS), "correct_stripped",
          BAR["probes"]),
+        *((f"probe: {kind}", rows_of(rows, lambda r, k=kind: at0(r) and r["kind"] == k), "correct_stripped",
+           BAR["probes"]) for kind in PROBE_KINDS),
         ("one-hop composition", [r for r in target if r["params"]["composition_hop"]], "old_stripped",
          BAR["composition"]),
         ("overwritten in the passage (latest value)", [r for r in target if r["params"]["overwrite_count"]],

@@ -20,7 +20,7 @@ from pathlib import Path
 from tqdm import tqdm
 
 import rwkv_jax
-from rime.corpus import TrainingCorpus
+from rime.corpus import MIXES, TrainingCorpus
 from rwkv_jax.checkpoint import save
 from rwkv_jax.tokenizer import Tokenizer, save_vocab, subset_vocab, world_tokenizer
 from rwkv_jax.train import TrainConfig, final_params, train
@@ -53,7 +53,9 @@ def main() -> None:
 
     run_dir = Path(args.run)
     run_dir.mkdir(parents=True, exist_ok=True)
-    corpus = TrainingCorpus()
+    if tc.corpus not in MIXES:
+        ap.error(f"--corpus must be one of {sorted(MIXES)}")
+    corpus = TrainingCorpus(mix=MIXES[tc.corpus])
     if args.init_from:
         base = rwkv_jax.load(args.init_from)
         tok, cfg, params, ref = base.tokenizer, base.cfg, base.params, args.init_from

@@ -178,3 +178,36 @@ def test_training_corpus_skips_excluded_dialogues():
     first = TrainingCorpus(exclude=frozenset()).dialogue(random.Random(9))
     passage = first.split("\n\n")[0].removeprefix("User: ")
     assert passage not in TrainingCorpus(exclude=frozenset({passage})).dialogue(random.Random(9))
+
+
+def test_binding_mix_asks_the_people_who_do_not_hold_the_shared_value():
+    import random
+
+    from rime import corpus
+
+    asked = 0
+    for seed in range(200):
+        d = corpus._Dialogue(random.Random(seed), corpus.Mix(shared_value=1.0, ask_unique=1.0))
+        corpus._open(d)
+        if len(d.names()) < 3:
+            assert not d.unique
+            continue
+        main = d.unique[0][1]
+        before = len(d.messages)
+        corpus._question(d)
+        question, answer = d.messages[before][1], d.messages[before + 1][1]
+        asked += 1
+        who = next(name for name, _ in d.unique if name in question)
+        hop = content().properties[main].hop
+        assert answer in (d.facts[who, main], hop.target_of[d.facts[who, main]] if hop else None)
+    assert asked > 50
+
+
+def test_default_mix_never_asks_by_uniqueness():
+    import random
+
+    from rime import corpus
+
+    assert corpus.MIXES["default"].ask_unique == 0.0
+    first = [corpus.sample_dialogue(random.Random(s)) for s in range(20)]
+    assert first == [corpus.sample_dialogue(random.Random(s), corpus.MIXES["default"]) for s in range(20)]
