@@ -31,7 +31,7 @@ class FactPair:
     """Two contexts that differ in one fact, and a question whose answer tells them apart.
 
     `context` holds one `{}` for the value; the answer is scored on the first token of
-    `" " + value` after `Assistant: {answer_prefix}`.
+    `" " + value` after `Assistant: {answer_prefix}` (after `Assistant:` when the prefix is empty).
     """
 
     name: str
@@ -52,6 +52,19 @@ FACTS = (
     FactPair("Number", "Erin has {} apples in her basket.",
              "How many apples does Erin have?", "Erin has", "7", "3"),
 )
+
+# The same experiment in the phrasing of the RIME corpus, which the bundled model was trained on:
+# it answers with the bare value, so there is no answer prefix.
+RIME_FACTS = (
+    FactPair("City", "Olek resides in {}.", "Where does Olek live?", "", "London", "Berlin"),
+    FactPair("Vehicle", "Adela uses a {} to get around.", "What does Adela use to get around?", "",
+             "pickup truck", "station wagon"),
+    FactPair("Number", "Armin likes the number {} best.", "What number does Armin like most?", "",
+             "eighty-eight", "forty-one"),
+    FactPair("Pet", "Alba has a {} as a pet.", "What kind of pet does Alba keep?", "", "corn snake", "rabbit"),
+)
+FACT_SETS = {"generic": FACTS, "rime": RIME_FACTS}
+ACKNOWLEDGEMENT = "Noted."
 
 ROWS = (
     Selection(),
@@ -105,8 +118,8 @@ def transplant_table(params: Params, cfg: Config, tokenizer: Encoder,
     Rows are Baseline (A's state), Ground truth (B's state) and one per transplant in `rows`.
     """
     F = len(facts)
-    contexts = ([turn("user", f.context.format(f.old)) for f in facts]
-                + [turn("user", f.context.format(f.new)) for f in facts])
+    said = lambda f, value: turn("user", f.context.format(value)) + turn("assistant", ACKNOWLEDGEMENT)
+    contexts = [said(f, f.old) for f in facts] + [said(f, f.new) for f in facts]
     _, states = read(params, cfg, tokenizer, contexts)
     a = jax.tree.map(lambda x: x[:F], states)
     b = jax.tree.map(lambda x: x[F:], states)
@@ -115,7 +128,7 @@ def transplant_table(params: Params, cfg: Config, tokenizer: Encoder,
     # [R, F, ...] -> [F * R, ...], fact-major to match the query list
     stacked = jax.tree.map(lambda *xs: jnp.stack(xs, axis=1).reshape((F * R,) + xs[0].shape[1:]),
                            *variants)
-    queries = [chat_prompt([("user", f.question)]) + " " + f.answer_prefix
+    queries = [chat_prompt([("user", f.question)]) + (" " + f.answer_prefix if f.answer_prefix else "")
                for f in facts for _ in range(R)]
     logits, _ = read(params, cfg, tokenizer, queries, stacked)
     probs = np.asarray(jax.nn.softmax(logits, axis=-1)).reshape(F, R, -1)

@@ -2,6 +2,7 @@
 into A's, as a markdown table.
 
     python scripts/transplant_table.py --model <anything rwkv_jax.load accepts>
+    python scripts/transplant_table.py --model rime-tiny --facts rime
     python scripts/transplant_table.py --random-tiny    # runs end to end; numbers meaningless
 """
 
@@ -10,7 +11,7 @@ from __future__ import annotations
 import argparse
 
 import rwkv_jax
-from editing.causal import FLIPPED, transplant_table
+from editing.causal import FACT_SETS, FLIPPED, transplant_table
 from editing.testing import random_model
 
 
@@ -20,6 +21,8 @@ def main(argv: list[str] | None = None) -> None:
     source.add_argument("--model", help="a bundled model name or checkpoint directory")
     source.add_argument("--random-tiny", action="store_true",
                         help="a random 4-layer model with the World tokenizer (smoke test)")
+    parser.add_argument("--facts", choices=sorted(FACT_SETS), default="generic",
+                        help="fact pairs: generic English, or the RIME corpus phrasing (for rime-tiny)")
     args = parser.parse_args(argv)
 
     if args.random_tiny:
@@ -27,7 +30,7 @@ def main(argv: list[str] | None = None) -> None:
         print("NOTE: random weights. These numbers are meaningless; only the mechanics run.\n")
     else:
         model = rwkv_jax.load(args.model)
-    table = transplant_table(model.params, model.cfg, model.tokenizer)
+    table = transplant_table(model.params, model.cfg, model.tokenizer, FACT_SETS[args.facts])
     print(f"P(old) after transplanting layers of B's state into A's "
           f"(L={model.cfg.n_layer}); bold: flipped, P(new) > {FLIPPED}.\n")
     print(table.to_markdown())

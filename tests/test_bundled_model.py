@@ -42,3 +42,17 @@ def test_bundled_model_answers_most_simple_cases(model):
     cases = simple_cases(12)
     hits = [c.value_old.lower() in a.lower() for c, a in zip(cases, answers(model, cases))]
     assert sum(hits) >= 10, hits
+
+
+def test_transplant_on_bundled_model_moves_the_fact_with_the_upper_layers_wkv(model):
+    import numpy as np
+
+    from editing.causal import RIME_FACTS, transplant_table
+
+    table = transplant_table(model.params, model.cfg, model.tokenizer, RIME_FACTS)
+    rows = {name: i for i, name in enumerate(table.rows)}
+    assert (table.p_old[rows["Baseline"]] > 0.8).all()  # the model holds the old fact
+    assert (table.p_new[rows["Ground truth"]] > 0.8).all()
+    np.testing.assert_array_equal(table.p_old[rows["ALL"]], table.p_old[rows["Ground truth"]])
+    upper_wkv = next(i for name, i in rows.items() if name.endswith("wkv only"))
+    assert (table.p_new[upper_wkv] > 0.8).all()  # the fact lives in the upper layers' wkv state
