@@ -9,8 +9,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
-import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -25,6 +23,7 @@ from convert.errors import (
     UnsupportedFormatError,
 )
 from convert.keymap import TOKEN_SHIFT
+from rwkv_jax.atomic import atomic_directory
 from rwkv_jax.config import Config
 from rwkv_jax.params import Params
 
@@ -178,17 +177,12 @@ def write_hf(
     """Writes a HF checkpoint directory (no layer-0 `v_lora`, as in HF models); sharded with an
     index when `max_shard_bytes` is given and exceeded. The directory appears only once complete.
     """
-    path = Path(path).absolute()
-    if path.exists() and not overwrite:
-        raise FileExistsError(f"{path} exists; pass overwrite=True to replace it")
-    planned = plan_tensors(params, "hf", dtype=dtype, on_tensor=on_tensor)
-    groups = _shards(planned, max_shard_bytes)
-    names = [SINGLE] if len(groups) == 1 else [
-        f"model-{k:05d}-of-{len(groups):05d}.safetensors" for k in range(1, len(groups) + 1)
-    ]
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", dir=path.parent))
-    try:
+    with atomic_directory(path, overwrite=overwrite) as tmp:
+        planned = plan_tensors(params, "hf", dtype=dtype, on_tensor=on_tensor)
+        groups = _shards(planned, max_shard_bytes)
+        names = [SINGLE] if len(groups) == 1 else [
+            f"model-{k:05d}-of-{len(groups):05d}.safetensors" for k in range(1, len(groups) + 1)
+        ]
         total = sum(
             safetensors.write(tmp / name, group, {"format": "pt"})
             for name, group in zip(names, groups, strict=True)
@@ -201,11 +195,5 @@ def write_hf(
             (tmp / INDEX).write_text(json.dumps(index, indent=2))
         cfg = Config.from_params(params)
         (tmp / CONFIG).write_text(json.dumps(hf_config(cfg, planned[0].dtype), indent=2))
-        if path.exists():
-            shutil.rmtree(path)
-        os.replace(tmp, path)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
-    return path
+    return Path(path).absolute()
 

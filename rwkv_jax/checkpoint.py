@@ -12,7 +12,6 @@ import dataclasses
 import json
 import os
 import shutil
-import tempfile
 from importlib import resources
 from pathlib import Path
 
@@ -20,6 +19,7 @@ import jax
 import jax.numpy as jnp
 import orbax.checkpoint as ocp
 
+from rwkv_jax.atomic import atomic_directory
 from rwkv_jax.config import Config
 from rwkv_jax.params import Params, abstract_params, check_params
 from rwkv_jax.tokenizer import WORLD_VOCAB, Tokenizer, load_tokenizer, save_vocab
@@ -57,13 +57,8 @@ def save(
 
     `tokenizer` is a bundled vocab name, a vocab file path, or a `Tokenizer` (its vocab is copied).
     """
-    path = Path(path).absolute()
     check_params(params, cfg)
-    if path.exists() and not overwrite:
-        raise FileExistsError(f"{path} exists; pass overwrite=True to replace it")
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", dir=path.parent))
-    try:
+    with atomic_directory(path, overwrite=overwrite) as tmp:
         if isinstance(tokenizer, Tokenizer):
             if tokenizer.name == WORLD_VOCAB:
                 vocab = WORLD_VOCAB
@@ -87,13 +82,7 @@ def save(
         handler = ocp.PyTreeCheckpointHandler(use_compression=False, save_concurrent_gb=1)
         with ocp.Checkpointer(handler) as checkpointer:
             checkpointer.save(tmp / "params", args=ocp.args.PyTreeSave(params))
-        if path.exists():
-            shutil.rmtree(path)
-        os.replace(tmp, path)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
-    return path
+    return Path(path).absolute()
 
 
 def read_meta(path: str | os.PathLike) -> dict:
