@@ -27,7 +27,7 @@ from rwkv_jax.state import State
 
 Template = Literal["chat", "bare"]
 TEMPLATES = ("chat", "bare")
-BUCKET = 32
+BUCKET = 16
 
 
 class Encoder(Protocol):
@@ -72,7 +72,7 @@ def encode_padded(tokenizer: Encoder, texts: Sequence[str], vocab_size: int
 def _read(params: Params, cfg: Config, tokens: jax.Array, lengths: jax.Array,
           state: State) -> tuple[jax.Array, State]:
     # tokens [K, T], lengths [K], state [K] -> logits [K, V], State [K]
-    run = lambda t, n, s: forward(params, cfg, t, s, logits="last", length=n)
+    run = lambda t, n, s: forward(params, cfg, t, s, logits="last", length=n, wkv="scan")
     return jax.vmap(run)(tokens, lengths, state)
 
 
@@ -91,7 +91,10 @@ def read(params: Params, cfg: Config, tokenizer: Encoder, texts: Sequence[str],
     elif state.batch_shape != (K,):
         raise ValueError(f"state batch shape {state.batch_shape} is neither () nor ({K},) "
                          f"for {K} texts")
-    return _read(params, cfg, tokens, lengths, state)
+    # rows padded to a power of two with copies of row 0: a few compiled kernels serve every K
+    fill = np.zeros((1 << (K - 1).bit_length()) - K, np.int32)
+    logits, out = _read(params, cfg, *jax.tree.map(lambda x: jnp.concatenate([x, x[fill]]), (tokens, lengths, state)))
+    return jax.tree.map(lambda x: x[:K], (logits, out))
 
 
 def calibrate_batch(params: Params, cfg: Config, tokenizer: Encoder,

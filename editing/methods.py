@@ -1,10 +1,11 @@
 """Edit methods behind one interface, so an evaluator can run any of them by name.
 
 An edit method is a frozen dataclass whose fields are its options, with a pure
-`apply(state, model, case) -> state`. `model` is anything with `params`, `cfg` and `tokenizer`
-attributes (`rwkv_jax.load(...)`'s bundle, or `editing.testing.random_model()`); `case` is a
-`CaseEdit`, plain strings an evaluator reads off a benchmark case. New methods subclass
-`EditMethod`, set `name` and register themselves with `@register`.
+`apply(state, model, case) -> state` and its many-case form `apply_many(states, model, cases)`.
+`model` is anything with `params`, `cfg` and `tokenizer` attributes (`rwkv_jax.load(...)`'s
+bundle, or `editing.testing.random_model()`); `case` is a `CaseEdit`, plain strings an evaluator
+reads off a benchmark case. New methods subclass `EditMethod`, set `name` and register themselves
+with `@register`.
 
     method = get_method("delta", components="wkv", layers="upper_half")
     edited = method.apply(state, model, case)
@@ -16,13 +17,15 @@ import abc
 import dataclasses
 import math
 import zlib
+from collections.abc import Sequence
 from typing import Any, ClassVar, Protocol
 
 import jax
+import jax.numpy as jnp
 
 from editing import algebra, measure
 from editing.algebra import Delta
-from editing.calibration import TEMPLATES, Encoder, Template, calibrate, read
+from editing.calibration import TEMPLATES, Encoder, Template, calibrate_batch, read
 from editing.select import Selection
 from rwkv_jax.chat import turn
 from rwkv_jax.config import Config
@@ -90,6 +93,14 @@ class EditMethod(abc.ABC):
     def apply(self, state: State, model: ModelLike, case: CaseEdit) -> State:
         """The edited state. Pure: `state` is not modified."""
 
+    def apply_many(self, states: State, model: ModelLike, cases: Sequence[CaseEdit]) -> State:
+        """States `[K, ...]`, row i edited by `cases[i]`. Methods that read text override this to
+        read every case's text in one vmapped pass; an evaluator edits a whole group of cases so."""
+        _check_many(states, cases)
+        rows = [self.apply(jax.tree.map(lambda x, i=i: x[i], states), model, case)
+                for i, case in enumerate(cases)]
+        return jax.tree.map(lambda *xs: jnp.stack(xs), *rows)
+
     @property
     def options(self) -> dict[str, Any]:
         return {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
@@ -144,6 +155,16 @@ def _check_case(case: CaseEdit) -> None:
         raise TypeError(f"case must be an editing.CaseEdit, got {type(case).__name__}")
 
 
+def _check_many(states: State, cases: Sequence[CaseEdit]) -> None:
+    if isinstance(cases, CaseEdit) or not cases:
+        raise ValueError("cases must be a non-empty sequence of editing.CaseEdit")
+    for case in cases:
+        _check_case(case)
+    if states.batch_shape != (len(cases),):
+        raise ValueError(f"states batch shape {states.batch_shape} does not match {len(cases)} cases; "
+                         "apply_many takes one state per case")
+
+
 @register
 @dataclasses.dataclass(frozen=True)
 class NoEdit(EditMethod):
@@ -154,6 +175,10 @@ class NoEdit(EditMethod):
     def apply(self, state: State, model: ModelLike, case: CaseEdit) -> State:
         _check_case(case)
         return state
+
+    def apply_many(self, states: State, model: ModelLike, cases: Sequence[CaseEdit]) -> State:
+        _check_many(states, cases)
+        return states
 
 
 @register
@@ -188,15 +213,23 @@ class DeltaEdit(EditMethod):
         """The calibration prompts `(from, to)`."""
         return case.p_old, case.p_new
 
+    def deltas(self, model: ModelLike, cases: Sequence[CaseEdit]) -> Delta:
+        """One delta per case `[K, ...]`, every calibration pair read in one vmapped pass."""
+        for case in cases:
+            _check_case(case)
+        return calibrate_batch(model.params, model.cfg, model.tokenizer, [self.pair(c) for c in cases],
+                               template=self.template)
+
     def delta(self, model: ModelLike, case: CaseEdit) -> Delta:
-        _check_case(case)
-        p_from, p_to = self.pair(case)
-        return calibrate(model.params, model.cfg, model.tokenizer, p_from, p_to,
-                         template=self.template)
+        return jax.tree.map(lambda x: x[0], self.deltas(model, [case]))
 
     def apply(self, state: State, model: ModelLike, case: CaseEdit) -> State:
         return algebra.apply(state, self.delta(model, case), alpha=self.alpha,
                              select=self.select)
+
+    def apply_many(self, states: State, model: ModelLike, cases: Sequence[CaseEdit]) -> State:
+        _check_many(states, cases)
+        return algebra.apply(states, self.deltas(model, cases), alpha=self.alpha, select=self.select)
 
 
 @register
@@ -231,13 +264,17 @@ class RandomEdit(DeltaEdit):
     name: ClassVar[str] = "random"
     seed: int = 0
 
-    def delta(self, model: ModelLike, case: CaseEdit) -> Delta:
-        reference = super().delta(model, case)
-        case_hash = zlib.crc32(f"{case.p_old}\0{case.p_new}".encode())
-        key = jax.random.fold_in(jax.random.key(self.seed), case_hash)
-        keys = jax.random.split(key, len(COMPONENTS))
-        noise = State(**{c: jax.random.normal(k, getattr(reference, c).shape)
-                         for c, k in zip(COMPONENTS, keys, strict=True)})
+    def deltas(self, model: ModelLike, cases: Sequence[CaseEdit]) -> Delta:
+        reference = super().deltas(model, cases)
+        hashes = jnp.array([zlib.crc32(f"{c.p_old}\0{c.p_new}".encode()) for c in cases], jnp.uint32)
+
+        def noise_of(case_hash: jax.Array) -> State:
+            key = jax.random.fold_in(jax.random.key(self.seed), case_hash)
+            keys = jax.random.split(key, len(COMPONENTS))
+            return State(**{c: jax.random.normal(k, getattr(reference, c).shape[1:])
+                            for c, k in zip(COMPONENTS, keys, strict=True)})
+
+        noise = jax.vmap(noise_of)(hashes)
         want, got = measure.norms(reference), measure.norms(noise)
         ratio = State(wkv=(want.wkv_heads / got.wkv_heads)[..., None, None],
                       att_shift=(want.att_shift / got.att_shift)[..., None],
@@ -266,3 +303,7 @@ class InContextEdit(EditMethod):
         flat = jax.tree.map(lambda x: x.reshape((n,) + x.shape[len(batch):]), state)
         _, out = read(model.params, model.cfg, model.tokenizer, [self.text(case)] * n, flat)
         return jax.tree.map(lambda x: x.reshape(batch + x.shape[1:]), out)
+
+    def apply_many(self, states: State, model: ModelLike, cases: Sequence[CaseEdit]) -> State:
+        _check_many(states, cases)
+        return read(model.params, model.cfg, model.tokenizer, [self.text(c) for c in cases], states)[1]

@@ -34,15 +34,22 @@ _SLOT = re.compile(r"\{\w+\}")
 
 @dataclasses.dataclass(frozen=True)
 class Mix:
-    """How often a passage of three or more people has two of them share a value, and how often a
-    question then asks about someone whose value is not the shared one. Asking those people is what
-    forces a model to bind values to people instead of answering the value stated most often."""
+    """Which question a dialogue asks. A model can score on the default mix by answering the value
+    stated most often or most recently for the asked property; questions about anyone holding the
+    passage's main property (`ask_main`), about people whose value differs from one two others
+    share (`ask_unique`), and fewer questions about the fact just stated (`recent`) leave binding
+    values to people as the only way to answer."""
 
-    shared_value: float = 0.25
+    shared_value: float = 0.25  # a passage of three or more people has two share the main value
     ask_unique: float = 0.0
+    ask_main: float = 0.0
+    recent: float = 0.6
 
 
-MIXES = {"default": Mix(), "binding": Mix(shared_value=0.75, ask_unique=0.5)}
+MIXES = {
+    "default": Mix(),
+    "binding": Mix(shared_value=0.5, ask_unique=0.25, ask_main=0.5, recent=0.3),
+}
 
 
 class _Dialogue:
@@ -51,6 +58,7 @@ class _Dialogue:
     def __init__(self, rng: random.Random, mix: Mix):
         self.rng, self.mix, self.messages, self.facts = rng, mix, [], {}  # facts: (name, key) -> value
         self.recent: tuple[str, str] | None = None
+        self.main = ""  # the property every person in the passage holds
         self.unique: list[tuple[str, str]] = []  # people whose value differs from a shared one
 
     def say(self, user: str, assistant: str | None = None) -> None:
@@ -65,7 +73,7 @@ def _open(d: _Dialogue) -> None:
     """The recipient: people with a shared main property and some extra facts, maybe overwritten."""
     c, rng = content(), d.rng
     keys = list(c.properties)
-    main = rng.choice(keys)
+    main = d.main = rng.choice(keys)
     names = rng.sample(c.names, rng.randint(1, 5))
     values = rng.sample(c.properties[main].values, len(names))
     if len(names) >= 3 and rng.random() < d.mix.shared_value:
@@ -91,11 +99,13 @@ def _open(d: _Dialogue) -> None:
 
 
 def _question(d: _Dialogue) -> None:
-    c, rng = content(), d.rng
-    if d.unique and d.mix.ask_unique and rng.random() < d.mix.ask_unique:
+    c, rng, mix = content(), d.rng, d.mix
+    if d.unique and mix.ask_unique and rng.random() < mix.ask_unique:
         name, key = rng.choice(d.unique)
+    elif mix.ask_main and rng.random() < mix.ask_main:
+        name, key = rng.choice([fact for fact in d.facts if fact[1] == d.main])
     else:
-        name, key = d.recent if d.recent and rng.random() < 0.6 else rng.choice(list(d.facts))
+        name, key = d.recent if d.recent and rng.random() < mix.recent else rng.choice(list(d.facts))
     d.recent = None
     prop, value = c.properties[key], d.facts[name, key]
     if prop.hop and rng.random() < 0.35:

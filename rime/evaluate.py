@@ -13,7 +13,6 @@ import dataclasses
 from collections.abc import Iterator, Sequence
 
 import jax
-import jax.numpy as jnp
 import numpy as np
 
 from rime import kernels
@@ -104,28 +103,32 @@ class Evaluator:
             out.append(kernels.take(new, np.arange(len(rows))))
         return kernels.take(kernels.concat(out), np.argsort(order, kind="stable"))
 
-    def _edit(self, state: State, case: Case, branch: Branch) -> State:
-        """The branch's method applied to the recipient state, edit by edit in step order."""
-        entity = case.wrong_entity if branch.variant == WRONG_ENTITY else None
-        for step in case_edits(case, entity):
-            for edit in step:
-                state = branch.method.apply(state, self.model, edit)
-        return state
+    def _edit(self, recipients: State, group: Sequence[Case], branch: Branch) -> State:
+        """The branch's method applied to every recipient state `[G]`: the i-th edit of every case
+        that has one in one call, in step order."""
+        entity = lambda case: case.wrong_entity if branch.variant == WRONG_ENTITY else None
+        plans = [[e for step in case_edits(case, entity(case)) for e in step] for case in group]
+        states = recipients
+        for i in range(max(map(len, plans))):
+            rows = [c for c, plan in enumerate(plans) if i < len(plan)]
+            edited = branch.method.apply_many(kernels.take(states, rows), self.model, [plans[c][i] for c in rows])
+            states = kernels.put_rows(states, rows, jax.tree.map(np.asarray, edited))
+        return states
 
     def _group(self, group: Sequence[Case]) -> list[tuple[Case, list[dict]]]:
         zeros = kernels.stack_states([State.zeros(self.model.cfg)] * len(group))
         recipients = self._read([recipient_text(c) for c in group], zeros)
 
-        # the pool of states, one per (case, branch, setting); filler chains continue from ft=0
+        # the pool of states, one per (branch, case, setting); filler chains continue from ft=0
         edited, index, chains = [], {}, []
-        for c, case in enumerate(group):
-            recipient = jax.tree.map(jnp.asarray, kernels.take(recipients, c))
-            for branch in self.spec.branches():
-                index[case.id, branch, Setting(NO_FILLER, 0)] = len(edited)
-                modes = dict.fromkeys(s.mode for s in self.spec.settings(branch) if s.turns)
-                chains += [(case, branch, mode, len(edited)) for mode in modes]
-                edited.append(self._edit(recipient, case, branch))
-        pool, done = kernels.stack_states(edited), 0
+        for branch in self.spec.branches():
+            modes = dict.fromkeys(s.mode for s in self.spec.settings(branch) if s.turns)
+            for c, case in enumerate(group):
+                state = len(group) * len(edited) + c
+                index[case.id, branch, Setting(NO_FILLER, 0)] = state
+                chains += [(case, branch, mode, state) for mode in modes]
+            edited.append(self._edit(recipients, group, branch))
+        pool, done = kernels.concat(edited), 0
         for k in self.spec.fillers[1:]:
             texts = [filler_text(case, mode, done, k) for case, _, mode, _ in chains]
             read = self._read(texts, kernels.take(pool, [i for *_, i in chains]))

@@ -24,8 +24,8 @@ from jax.experimental import multihost_utils
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
 from rwkv_jax.config import Config
-from rwkv_jax.generate import generate_tokens
-from rwkv_jax.model import forward, step
+from rwkv_jax.generate import decode_tokens
+from rwkv_jax.model import forward
 from rwkv_jax.params import Params
 from rwkv_jax.state import State
 
@@ -36,12 +36,18 @@ PROMPT_BUCKET = 8  # question prompts are 10-30 tokens: a fine bucket wastes lit
 TEXT_BUCKET = 64  # recipients and filler turns: reads are a small share of the time, compiles are not
 
 
+def _read_rows(params: Params, cfg: Config, tokens: jax.Array, lengths: jax.Array,
+               state: State) -> tuple[jax.Array, State]:
+    """Next-token logits `[B, V]` and states `[B]` after each row's text."""
+    run = lambda t, n, s: forward(params, cfg, t, s, logits="last", length=n, wkv=WKV)
+    return jax.vmap(run)(tokens, lengths, state)
+
+
 @functools.partial(jax.jit, static_argnames=("cfg",))
 def read(params: Params, cfg: Config, tokens: jax.Array, lengths: jax.Array, state: State) -> State:
     """The states after reading each row's text: tokens `[B, T]` right-padded, lengths `[B]`,
     state `[B]` -> State `[B]`."""
-    run = lambda t, n, s: forward(params, cfg, t, s, logits="last", length=n, wkv=WKV)[1]
-    return jax.vmap(run)(tokens, lengths, state)
+    return _read_rows(params, cfg, tokens, lengths, state)[1]
 
 
 @functools.partial(jax.jit, static_argnames=("cfg", "max_new_tokens"))
@@ -54,16 +60,13 @@ def answer(params: Params, cfg: Config, tokens: jax.Array, lengths: jax.Array, s
     Returns generated ids `[B, max_new_tokens]` (0 past the end), counts `[B]`, stopped `[B]` and
     the probability of each target as the first answer token `[B, K]`.
 
-    All but the last prompt token are read with the scan kernel; `generate_tokens` then reads the
-    last one and decodes, so its own prefill (chunked) is a single token.
+    The prompts are read with the scan kernel and decoding starts from the logits they leave.
     """
-    before = read(params, cfg, tokens, lengths - 1, state)
-    last = jnp.take_along_axis(tokens, (lengths - 1)[:, None], axis=1)  # [B, 1]
-    logits, _ = jax.vmap(lambda t, s: step(params, cfg, t, s))(last[:, 0], before)
+    logits, after = _read_rows(params, cfg, tokens, lengths, state)
     probs = jnp.take_along_axis(jax.nn.softmax(logits, axis=-1), targets, axis=1)
-    out, count, stopped, _ = generate_tokens(
-        params, cfg, last, jnp.ones_like(lengths), before, jax.random.key(0), stop_table, stop_match,
-        count_weight, max_new_tokens=max_new_tokens)
+    out, count, stopped, _ = decode_tokens(
+        params, cfg, logits, after, jax.random.key(0), stop_table, stop_match, count_weight,
+        max_new_tokens=max_new_tokens)
     return out, count, stopped, probs
 
 
@@ -80,6 +83,16 @@ def concat(states: Sequence[State]) -> State:
 def take(state: State, rows: np.ndarray | Sequence[int]) -> State:
     """Rows of a batched host state."""
     return jax.tree.map(lambda x: x[np.asarray(rows)], state)
+
+
+def put_rows(state: State, rows: np.ndarray | Sequence[int], values: State) -> State:
+    """A batched host state with `rows` replaced by `values`; `state` is not modified."""
+    def one(x: np.ndarray, v: np.ndarray) -> np.ndarray:
+        out = x.copy()
+        out[np.asarray(rows)] = v
+        return out
+
+    return jax.tree.map(one, state, values)
 
 
 class Layout:

@@ -18,7 +18,7 @@ import numpy as np
 from rwkv_jax.chat import STOP
 from rwkv_jax.checkpoint import Model
 from rwkv_jax.config import Config
-from rwkv_jax.model import forward, split_layers, step
+from rwkv_jax.model import decode_params, forward, join_state, split_state, step
 from rwkv_jax.params import Params
 from rwkv_jax.sampling import (
     GREEDY,
@@ -63,19 +63,39 @@ def generate_tokens(
     max_new_tokens: int,
     sampling: Sampling = GREEDY,
 ):
-    """The pure core of `generate`.
+    """The pure core of `generate`: reads the prompts, then `decode_tokens`.
 
     prompts `[B, T]` right-padded, lengths `[B]` (>= 1), state with batch shape `[B]`,
     stop_table `[S, M + 1, V]`, stop_match `[S]`, count_weight `[V]`.
     Returns tokens `[B, max_new_tokens]` (0 after the end), counts `[B]`, stopped `[B]`, State.
     """
-    B = prompts.shape[0]
-    n_stops = stop_table.shape[0]
     read = jax.vmap(lambda t, n, s: forward(params, cfg, t, s, logits="last", length=n))
     logits, state = read(prompts, lengths, state)
-    layered = {**params, "blocks": split_layers(params["blocks"], cfg.n_layer)}  # copied once, not per token
-    advance = jax.vmap(lambda t, s: step(layered, cfg, t, s, unroll_layers=True))
+    return decode_tokens(params, cfg, logits, state, key, stop_table, stop_match, count_weight,
+                         max_new_tokens=max_new_tokens, sampling=sampling)
 
+
+@functools.partial(jax.jit, static_argnames=("cfg", "max_new_tokens", "sampling"))
+def decode_tokens(
+    params: Params,
+    cfg: Config,
+    logits: jax.Array,
+    state: State,
+    key: jax.Array,
+    stop_table: jax.Array,
+    stop_match: jax.Array,
+    count_weight: jax.Array,
+    *,
+    max_new_tokens: int,
+    sampling: Sampling = GREEDY,
+):
+    """The decode loop alone, from the next-token logits `[B, V]` and states `[B]` a prompt left:
+    for callers that read their prompts their own way. Returns what `generate_tokens` returns."""
+    B = logits.shape[0]
+    n_stops = stop_table.shape[0]
+    layout = decode_params(params, cfg)
+    advance = jax.vmap(lambda t, s: step(layout, cfg, t, s, unroll_layers=True))
+    state = split_state(state)
     def cond(carry):
         i, done = carry[0], carry[3]
         return (i < max_new_tokens) & ~jnp.all(done)
@@ -107,7 +127,7 @@ def generate_tokens(
     )
     _, _, state, _, out, count, stop_q, _, _ = jax.lax.while_loop(cond, body, carry)
     stopped = jnp.any(stop_q == stop_match[None, :], axis=1)
-    return out, count, stopped, state
+    return out, count, stopped, join_state(state)
 
 
 @functools.lru_cache(maxsize=8)

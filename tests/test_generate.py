@@ -57,6 +57,21 @@ def test_returned_state_has_read_prompt_and_generated_tokens(model):
     chex.assert_trees_all_close(jax.tree.map(lambda x: x[0], out.state), expected, atol=3e-3, rtol=1e-4)
 
 
+def test_decode_from_a_prompt_read_elsewhere_continues_it(model, small_tok):
+    """`decode_tokens` starts from the logits and state a caller's own read left behind."""
+    from rwkv_jax.generate import _tables, decode_tokens
+
+    ids = small_tok.encode("the cat sat")
+    logits, state = forward(model.params, model.cfg, jnp.array(ids), wkv="scan")
+    batch = lambda x: x[None]
+    out, count, stopped, _ = decode_tokens(
+        model.params, model.cfg, batch(logits[-1]), jax.tree.map(batch, state), jax.random.key(0),
+        *_tables(small_tok, (), model.cfg.vocab_size), max_new_tokens=8)
+    want = generate(model, ["the cat sat"], max_new_tokens=8, stop=())
+    assert out[0, : int(count[0])].tolist() == want.tokens[0]
+    assert int(count[0]) == 8 and not bool(stopped[0])
+
+
 def test_stop_string_split_across_tokens_ends_generation(model, small_tok):
     newline = small_tok.encode("\n")[0]
     out = generate(constant_model(model, newline), ["hi"], max_new_tokens=8)

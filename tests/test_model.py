@@ -49,6 +49,26 @@ def test_repeated_step_equals_forward(tiny, unroll):
     chex.assert_trees_all_close(state, final, **TOL)
 
 
+def test_decode_layout_steps_like_the_stacked_one(tiny):
+    """`decode_params` and a `split_state` carry, as the decode loop runs them, give `step`'s
+    logits and states; the split state joins back into the stacked one."""
+    from rwkv_jax.model import decode_params, join_state, split_state
+
+    cfg, params = tiny
+    layout = decode_params(params, cfg)
+    assert "head" not in layout and layout["head_vd"].shape == (cfg.vocab_size, cfg.n_embd)
+    state, split = State.zeros(cfg), split_state(State.zeros(cfg))
+    for t in tokens(6):
+        want, state = step(params, cfg, t, state)
+        got, split = step(layout, cfg, t, split, unroll_layers=True)
+        np.testing.assert_allclose(got, want, **TOL)
+    assert len(split.wkv) == cfg.n_layer and split.wkv[0].shape == (cfg.n_head, cfg.head_size, cfg.head_size)
+    chex.assert_trees_all_close(join_state(split), state, **TOL)
+    batched = jax.tree.map(lambda x: jnp.stack([x, 2 * x, 3 * x]), state)  # [3, L, ...]
+    assert split_state(batched).att_shift[1].shape == (3, cfg.n_embd)
+    chex.assert_trees_all_equal(join_state(split_state(batched)), batched)
+
+
 @pytest.mark.parametrize("impl", ["scan", "chunked"])
 def test_split_sequence_carries_state(tiny, impl):
     cfg, params = tiny

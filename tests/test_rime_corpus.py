@@ -203,11 +203,34 @@ def test_binding_mix_asks_the_people_who_do_not_hold_the_shared_value():
     assert asked > 50
 
 
-def test_default_mix_never_asks_by_uniqueness():
+def test_ask_main_asks_everyone_holding_the_main_property():
     import random
 
     from rime import corpus
 
-    assert corpus.MIXES["default"].ask_unique == 0.0
+    positions = set()
+    for seed in range(200):
+        d = corpus._Dialogue(random.Random(seed), corpus.Mix(ask_main=1.0))
+        corpus._open(d)
+        holders = [name for name, key in d.facts if key == d.main]
+        if len(holders) < 2:
+            continue
+        before = len(d.messages)
+        corpus._question(d)
+        question, answer = d.messages[before][1], d.messages[before + 1][1]
+        who = next(name for name in holders if name in question)
+        hop = content().properties[d.main].hop
+        assert answer in (d.facts[who, d.main], hop.target_of[d.facts[who, d.main]] if hop else None)
+        positions.add(holders.index(who))
+    assert positions == set(range(5))
+
+
+def test_default_mix_never_asks_by_uniqueness_or_main_property():
+    import random
+
+    from rime import corpus
+
+    default = corpus.MIXES["default"]
+    assert (default.ask_unique, default.ask_main, default.recent) == (0.0, 0.0, 0.6)
     first = [corpus.sample_dialogue(random.Random(s)) for s in range(20)]
-    assert first == [corpus.sample_dialogue(random.Random(s), corpus.MIXES["default"]) for s in range(20)]
+    assert first == [corpus.sample_dialogue(random.Random(s), corpus.Mix()) for s in range(20)]
