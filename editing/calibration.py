@@ -71,7 +71,8 @@ def encode_padded(tokenizer: Encoder, texts: Sequence[str], vocab_size: int
 @functools.partial(jax.jit, static_argnames=("cfg",))
 def _read(params: Params, cfg: Config, tokens: jax.Array, lengths: jax.Array,
           state: State) -> tuple[jax.Array, State]:
-    # tokens [K, T], lengths [K], state [K] -> logits [K, V], State [K]
+    # tokens [K, T], lengths [K], state [K] -> logits [K, V], State [K]. Calibration and
+    # correction texts are short: vmapped, the per-token scan reads them faster than the chunked wkv.
     run = lambda t, n, s: forward(params, cfg, t, s, logits="last", length=n, wkv="scan")
     return jax.vmap(run)(tokens, lengths, state)
 
