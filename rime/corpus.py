@@ -37,18 +37,20 @@ class Mix:
     """Which question a dialogue asks. A model can score on the default mix by answering the value
     stated most often or most recently for the asked property; questions about anyone holding the
     passage's main property (`ask_main`), about people whose value differs from one two others
-    share (`ask_unique`), and fewer questions about the fact just stated (`recent`) leave binding
-    values to people as the only way to answer."""
+    share (`ask_unique`), fewer questions about the fact just stated (`recent`), and a roll call
+    right after the passage that asks every holder of the main property in turn (`roll_call`, the
+    share of dialogues that have one) leave binding values to people as the only way to answer."""
 
     shared_value: float = 0.25  # a passage of three or more people has two share the main value
     ask_unique: float = 0.0
     ask_main: float = 0.0
     recent: float = 0.6
+    roll_call: float = 0.0
 
 
 MIXES = {
     "default": Mix(),
-    "binding": Mix(shared_value=0.5, ask_unique=0.25, ask_main=0.5, recent=0.3),
+    "binding": Mix(shared_value=0.5, ask_unique=0.25, ask_main=0.5, recent=0.3, roll_call=0.5),
 }
 
 
@@ -114,6 +116,13 @@ def _question(d: _Dialogue) -> None:
         d.say(query(rng, prop, name), value)
 
 
+def _roll_call(d: _Dialogue) -> None:
+    c, rng = content(), d.rng
+    holders = [name for name, key in d.facts if key == d.main]
+    for name in rng.sample(holders, len(holders)):
+        d.say(query(rng, c.properties[d.main], name), d.facts[name, d.main])
+
+
 def _filler(d: _Dialogue) -> None:
     rng = d.rng
     mode = rng.choice(("neutral", "adversarial"))
@@ -145,6 +154,8 @@ def sample_dialogue(rng: random.Random, mix: Mix = MIXES["default"]) -> list[Mes
     """One training dialogue as (role, text) turns; every assistant answer is correct at its point."""
     d = _Dialogue(rng, mix)
     _open(d)
+    if mix.roll_call and rng.random() < mix.roll_call:
+        _roll_call(d)
     events = rng.choices((_question, _filler, _statement), weights=(5, 2, 2), k=rng.randint(2, 7))
     for event in events:
         event(d)

@@ -225,12 +225,30 @@ def test_ask_main_asks_everyone_holding_the_main_property():
     assert positions == set(range(5))
 
 
+def test_roll_call_asks_every_holder_of_the_main_property_once():
+    import random
+
+    from rime import corpus
+
+    for seed in range(30):
+        rng = random.Random(seed)
+        messages = corpus.sample_dialogue(rng, corpus.Mix(roll_call=1.0))
+        d = corpus._Dialogue(random.Random(seed), corpus.Mix(roll_call=1.0))
+        corpus._open(d)
+        holders = {name: d.facts[name, d.main] for name, key in d.facts if key == d.main}
+        opening = len(d.messages)
+        call = messages[opening:opening + 2 * len(holders)]
+        asked = [next(n for n in holders if n in q) for (_, q), _ in zip(call[::2], call[1::2], strict=True)]
+        assert sorted(asked) == sorted(holders)
+        assert [a for _, a in call[1::2]] == [holders[n] for n in asked]
+
+
 def test_default_mix_never_asks_by_uniqueness_or_main_property():
     import random
 
     from rime import corpus
 
     default = corpus.MIXES["default"]
-    assert (default.ask_unique, default.ask_main, default.recent) == (0.0, 0.0, 0.6)
+    assert (default.ask_unique, default.ask_main, default.recent, default.roll_call) == (0.0, 0.0, 0.6, 0.0)
     first = [corpus.sample_dialogue(random.Random(s)) for s in range(20)]
     assert first == [corpus.sample_dialogue(random.Random(s), corpus.Mix()) for s in range(20)]
