@@ -96,6 +96,7 @@ def decode_tokens(
     layout = decode_params(params, cfg)
     advance = jax.vmap(lambda t, s: step(layout, cfg, t, s, unroll_layers=True))
     state = split_state(state)
+
     def cond(carry):
         i, done = carry[0], carry[3]
         return (i < max_new_tokens) & ~jnp.all(done)

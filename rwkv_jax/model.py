@@ -143,10 +143,8 @@ def split_state(state: State) -> State:
 
 def join_state(state: State) -> State:
     """The inverse of `split_state`."""
-    return State(*(jnp.stack(layers, axis=layers[0].ndim - core)
-                   for layers, core in zip((state.wkv, state.att_shift, state.ffn_shift),
-                                           (_CORE_RANK.wkv, _CORE_RANK.att_shift, _CORE_RANK.ffn_shift),
-                                           strict=True)))
+    # _CORE_RANK leads, so each int leaf meets the tuple of per-layer arrays at its place
+    return jax.tree.map(lambda core, layers: jnp.stack(layers, axis=layers[0].ndim - core), _CORE_RANK, state)
 
 
 def _run(params: Params, cfg: Config, tokens: jax.Array, state: State, *, impl: Impl,
