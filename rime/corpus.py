@@ -39,18 +39,23 @@ class Mix:
     passage's main property (`ask_main`), about people whose value differs from one two others
     share (`ask_unique`), fewer questions about the fact just stated (`recent`), and a roll call
     right after the passage that asks every holder of the main property in turn (`roll_call`, the
-    share of dialogues that have one) leave binding values to people as the only way to answer."""
+    share of dialogues that have one) leave binding values to people as the only way to answer.
+    A roll call can still be answered last by elimination; a drill (`drill`, the share of
+    dialogues that are one) asks `2k + 1` questions about holders drawn with replacement, so only
+    the binding answers it."""
 
     shared_value: float = 0.25  # a passage of three or more people has two share the main value
     ask_unique: float = 0.0
     ask_main: float = 0.0
     recent: float = 0.6
     roll_call: float = 0.0
+    drill: float = 0.0
 
 
 MIXES = {
     "default": Mix(),
     "binding": Mix(shared_value=0.5, ask_unique=0.25, ask_main=0.5, recent=0.3, roll_call=0.5),
+    "drill": Mix(shared_value=0.5, ask_unique=0.25, ask_main=0.5, recent=0.3, drill=0.5),
 }
 
 
@@ -123,6 +128,14 @@ def _roll_call(d: _Dialogue) -> None:
         d.say(query(rng, c.properties[d.main], name), d.facts[name, d.main])
 
 
+def _drill(d: _Dialogue) -> None:
+    c, rng = content(), d.rng
+    holders = [name for name, key in d.facts if key == d.main]
+    for _ in range(2 * len(holders) + 1):
+        name = rng.choice(holders)
+        d.say(query(rng, c.properties[d.main], name), d.facts[name, d.main])
+
+
 def _filler(d: _Dialogue) -> None:
     rng = d.rng
     mode = rng.choice(("neutral", "adversarial"))
@@ -154,6 +167,9 @@ def sample_dialogue(rng: random.Random, mix: Mix = MIXES["default"]) -> list[Mes
     """One training dialogue as (role, text) turns; every assistant answer is correct at its point."""
     d = _Dialogue(rng, mix)
     _open(d)
+    if mix.drill and rng.random() < mix.drill:
+        _drill(d)
+        return d.messages
     if mix.roll_call and rng.random() < mix.roll_call:
         _roll_call(d)
     events = rng.choices((_question, _filler, _statement), weights=(5, 2, 2), k=rng.randint(2, 7))

@@ -39,6 +39,13 @@ def build_vocab(corpus: TrainingCorpus, path, name: str) -> Tokenizer:
     return tok
 
 
+def export(path: Path, params, cfg: rwkv_jax.Config, tok: Tokenizer, run_dir: Path) -> None:
+    save(path, params, cfg, tok, overwrite=True)
+    if (run_dir / "world_ids.json").exists():
+        shutil.copy(run_dir / "world_ids.json", path / "world_ids.json")
+    print(f"exported {path}")
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--run", required=True, help="run directory (checkpoints, configs)")
@@ -46,6 +53,8 @@ def main() -> None:
     ap.add_argument("--embd", type=int, default=128)
     ap.add_argument("--init-from", help="start from this model (path or bundled name)")
     ap.add_argument("--export", help="write the final model here as an rwkv_jax checkpoint")
+    ap.add_argument("--export-latest", action="store_true",
+                    help="only write the run's latest checkpoint to --export (e.g. to probe a run in progress)")
     for f in dataclasses.fields(TrainConfig):
         ap.add_argument(f"--{f.name.replace('_', '-')}", type=type(f.default), default=f.default)
     args = ap.parse_args()
@@ -64,6 +73,11 @@ def main() -> None:
                if (run_dir / "vocab.txt").exists() else build_vocab(corpus, run_dir, "rime-tiny"))
         cfg = rwkv_jax.Config.default(args.layers, args.embd, tok.vocab_size)
         params, ref = None, str(run_dir / "vocab.txt")
+    if args.export_latest:
+        if not args.export:
+            ap.error("--export-latest needs --export DIR")
+        export(Path(args.export), final_params(run_dir, cfg, tc), cfg, tok, run_dir)
+        return
     print(f"config {cfg}\nvocab {tok.vocab_size} tokens; {tc}")
     bar = tqdm(total=tc.steps, unit="step")
     last, t0, seen = None, time.perf_counter(), 0
@@ -82,10 +96,7 @@ def main() -> None:
     bar.close()
     if args.export:
         final = last["params"] if last is not None else final_params(run_dir, cfg, tc)
-        save(args.export, final, cfg, tok, overwrite=True)
-        if (run_dir / "world_ids.json").exists():
-            shutil.copy(run_dir / "world_ids.json", Path(args.export) / "world_ids.json")
-        print(f"exported {args.export}")
+        export(Path(args.export), final, cfg, tok, run_dir)
 
 
 if __name__ == "__main__":

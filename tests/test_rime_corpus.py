@@ -243,12 +243,32 @@ def test_roll_call_asks_every_holder_of_the_main_property_once():
         assert [a for _, a in call[1::2]] == [holders[n] for n in asked]
 
 
+def test_drill_asks_holders_of_the_main_property_with_replacement():
+    import random
+
+    from rime import corpus
+
+    repeated = 0
+    for seed in range(60):
+        messages = corpus.sample_dialogue(random.Random(seed), corpus.Mix(drill=1.0))
+        d = corpus._Dialogue(random.Random(seed), corpus.Mix(drill=1.0))
+        corpus._open(d)
+        holders = {name: d.facts[name, d.main] for name, key in d.facts if key == d.main}
+        drill = messages[len(d.messages):]
+        assert len(drill) == 2 * (2 * len(holders) + 1)
+        asked = [next(n for n in holders if n in q) for (_, q), _ in zip(drill[::2], drill[1::2], strict=True)]
+        assert [a for _, a in drill[1::2]] == [holders[n] for n in asked]
+        repeated += len(set(asked)) < len(asked)
+    assert repeated == 60  # 2k + 1 draws from k holders always repeat someone
+
+
 def test_default_mix_never_asks_by_uniqueness_or_main_property():
     import random
 
     from rime import corpus
 
     default = corpus.MIXES["default"]
-    assert (default.ask_unique, default.ask_main, default.recent, default.roll_call) == (0.0, 0.0, 0.6, 0.0)
+    assert (default.ask_unique, default.ask_main, default.recent, default.roll_call, default.drill) == (
+        0.0, 0.0, 0.6, 0.0, 0.0)
     first = [corpus.sample_dialogue(random.Random(s)) for s in range(20)]
     assert first == [corpus.sample_dialogue(random.Random(s), corpus.Mix()) for s in range(20)]
