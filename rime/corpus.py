@@ -75,6 +75,13 @@ class _Dialogue:
     def names(self) -> list[str]:
         return list(dict.fromkeys(name for name, _ in self.facts))
 
+    def holders(self) -> list[str]:
+        """Everyone the passage gives the main property."""
+        return [name for name, key in self.facts if key == self.main]
+
+    def ask_main(self, name: str) -> None:
+        self.say(query(self.rng, content().properties[self.main], name), self.facts[name, self.main])
+
 
 def _open(d: _Dialogue) -> None:
     """The recipient: people with a shared main property and some extra facts, maybe overwritten."""
@@ -110,7 +117,7 @@ def _question(d: _Dialogue) -> None:
     if d.unique and mix.ask_unique and rng.random() < mix.ask_unique:
         name, key = rng.choice(d.unique)
     elif mix.ask_main and rng.random() < mix.ask_main:
-        name, key = rng.choice([fact for fact in d.facts if fact[1] == d.main])
+        name, key = rng.choice(d.holders()), d.main
     else:
         name, key = d.recent if d.recent and rng.random() < mix.recent else rng.choice(list(d.facts))
     d.recent = None
@@ -122,18 +129,15 @@ def _question(d: _Dialogue) -> None:
 
 
 def _roll_call(d: _Dialogue) -> None:
-    c, rng = content(), d.rng
-    holders = [name for name, key in d.facts if key == d.main]
-    for name in rng.sample(holders, len(holders)):
-        d.say(query(rng, c.properties[d.main], name), d.facts[name, d.main])
+    holders = d.holders()
+    for name in d.rng.sample(holders, len(holders)):
+        d.ask_main(name)
 
 
 def _drill(d: _Dialogue) -> None:
-    c, rng = content(), d.rng
-    holders = [name for name, key in d.facts if key == d.main]
+    holders = d.holders()
     for _ in range(2 * len(holders) + 1):
-        name = rng.choice(holders)
-        d.say(query(rng, c.properties[d.main], name), d.facts[name, d.main])
+        d.ask_main(d.rng.choice(holders))
 
 
 def _filler(d: _Dialogue) -> None:
