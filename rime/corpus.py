@@ -42,7 +42,8 @@ class Mix:
     share of dialogues that have one) leave binding values to people as the only way to answer.
     A roll call can still be answered last by elimination; a drill (`drill`, the share of
     dialogues that are one) asks `2k + 1` questions about holders drawn with replacement, so only
-    the binding answers it."""
+    the binding answers it. A plain passage (`plain`, the share of passages that are) states the
+    main property alone, bare and never updated: the shortest form of the binding task."""
 
     shared_value: float = 0.25  # a passage of three or more people has two share the main value
     ask_unique: float = 0.0
@@ -50,12 +51,14 @@ class Mix:
     recent: float = 0.6
     roll_call: float = 0.0
     drill: float = 0.0
+    plain: float = 0.0
 
 
 MIXES = {
     "default": Mix(),
     "binding": Mix(shared_value=0.5, ask_unique=0.25, ask_main=0.5, recent=0.3, roll_call=0.5),
     "drill": Mix(shared_value=0.5, ask_unique=0.25, ask_main=0.5, recent=0.3, drill=0.5),
+    "plain-drill": Mix(shared_value=0.0, drill=1.0, plain=1.0),
 }
 
 
@@ -88,27 +91,29 @@ def _open(d: _Dialogue) -> None:
     c, rng = content(), d.rng
     keys = list(c.properties)
     main = d.main = rng.choice(keys)
-    names = rng.sample(c.names, rng.randint(1, 5))
+    plain = d.mix.plain and rng.random() < d.mix.plain
+    names = rng.sample(c.names, rng.randint(2 if plain else 1, 5))
     values = rng.sample(c.properties[main].values, len(names))
     if len(names) >= 3 and rng.random() < d.mix.shared_value:
         values[-1] = values[0]  # two people sharing a value
         d.unique = [(name, main) for name in names[1:-1]]
     people = []
     for name, value in zip(names, values):
-        extra = rng.sample([k for k in keys if k != main], rng.choice((0, 0, 1, 2)))
+        extra = [] if plain else rng.sample([k for k in keys if k != main], rng.choice((0, 0, 1, 2)))
         facts = [(main, value), *((k, rng.choice(c.properties[k].values)) for k in extra)]
         rng.shuffle(facts)
         people.append((name, facts))
         d.facts.update({(name, k): v for k, v in facts})
     updates = []
-    for _ in range(rng.choice((0, 0, 1, 2))):
+    for _ in range(0 if plain else rng.choice((0, 0, 1, 2))):
         name, key = rng.choice(list(d.facts))
         old = d.facts[name, key]
         new = rng.choice([v for v in c.properties[key].values if v != old])
         updates.append((name, key, old, new))
         d.facts[name, key] = new
         d.recent = (name, key)
-    for passage in recipient_passages(rng, people, updates, rng.choice(("bare", "narrative"))):
+    richness = "bare" if plain else rng.choice(("bare", "narrative"))
+    for passage in recipient_passages(rng, people, updates, richness):
         d.say(passage)
 
 

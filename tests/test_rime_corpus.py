@@ -262,13 +262,32 @@ def test_drill_asks_holders_of_the_main_property_with_replacement():
     assert repeated == 60  # 2k + 1 draws from k holders always repeat someone
 
 
+def test_plain_passages_state_only_the_main_property_of_two_to_five_people():
+    import random
+
+    from rime import corpus
+
+    mix = corpus.MIXES["plain-drill"]
+    for seed in range(60):
+        d = corpus._Dialogue(random.Random(seed), mix)
+        corpus._open(d)
+        holders = d.holders()
+        assert 2 <= len(holders) <= 5 and len(d.facts) == len(holders)
+        (role, passage), _ = d.messages  # one bare passage and its acknowledgement: no updates
+        assert role == "user" and all(name in passage for name in holders)
+        others = [n for n in content().names if n not in holders and re.search(rf"\b{n}\b", passage)]
+        assert not others
+        sentences = re.split(r"(?<=[.!?]) (?=[A-Z])", passage)
+        assert len(sentences) == len(holders)  # no scene intro, detail or closing
+
+
 def test_default_mix_never_asks_by_uniqueness_or_main_property():
     import random
 
     from rime import corpus
 
     default = corpus.MIXES["default"]
-    assert (default.ask_unique, default.ask_main, default.recent, default.roll_call, default.drill) == (
-        0.0, 0.0, 0.6, 0.0, 0.0)
+    assert (default.ask_unique, default.ask_main, default.recent, default.roll_call, default.drill,
+            default.plain) == (0.0, 0.0, 0.6, 0.0, 0.0, 0.0)
     first = [corpus.sample_dialogue(random.Random(s)) for s in range(20)]
     assert first == [corpus.sample_dialogue(random.Random(s), corpus.Mix()) for s in range(20)]
