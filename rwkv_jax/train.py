@@ -111,11 +111,16 @@ def make_batch(corpus: Corpus, tokenizer: Tokenizer, tc: TrainConfig, step: int)
     return tokens, weights[:, 1:]
 
 
-def loss_fn(params: Params, cfg: Config, tokens: jax.Array, weights: jax.Array, wkv: str = "chunked"):
-    """Weighted next-token cross-entropy over a batch: tokens `[B, T + 1]`, weights `[B, T]`."""
+def token_nll(params: Params, cfg: Config, tokens: jax.Array, wkv: str = "chunked") -> tuple[jax.Array, jax.Array]:
+    """Next-token NLL `[B, T]` and logits `[B, T, V]` for tokens `[B, T + 1]`."""
     logits, _ = jax.vmap(lambda t: forward(params, cfg, t, wkv=wkv))(tokens[:, :-1])
     logp = jax.nn.log_softmax(logits)
-    nll = -jnp.take_along_axis(logp, tokens[:, 1:, None], axis=-1)[..., 0]
+    return -jnp.take_along_axis(logp, tokens[:, 1:, None], axis=-1)[..., 0], logits
+
+
+def loss_fn(params: Params, cfg: Config, tokens: jax.Array, weights: jax.Array, wkv: str = "chunked"):
+    """Weighted next-token cross-entropy over a batch: tokens `[B, T + 1]`, weights `[B, T]`."""
+    nll, _ = token_nll(params, cfg, tokens, wkv)
     return (nll * weights).sum() / jnp.maximum(weights.sum(), 1.0)
 
 

@@ -19,12 +19,11 @@ import argparse
 import time
 
 import jax
-import jax.numpy as jnp
 import numpy as np
 import optax
 
 import rwkv_jax
-from rwkv_jax.train import TrainConfig, loss_fn, optimizer
+from rwkv_jax.train import TrainConfig, loss_fn, optimizer, token_nll
 
 VOCAB, PAIRS, QUERY, ANSWER = 512, 8, 1, 2
 KEYS, VALUES, FILLERS = (10, 200), (200, 390), (400, 500)
@@ -68,8 +67,7 @@ def main() -> None:
     opt_state = tx.init(params)
 
     def answer_metrics(params, tokens, answers):
-        logits, _ = jax.vmap(lambda t: rwkv_jax.forward(params, cfg, t))(tokens[:, :-1])
-        nll = -jnp.take_along_axis(jax.nn.log_softmax(logits), tokens[:, 1:, None], axis=-1)[..., 0]
+        nll, logits = token_nll(params, cfg, tokens)
         right = logits.argmax(-1) == tokens[:, 1:]
         return (nll * answers).sum() / answers.sum(), (right * answers).sum() / answers.sum()
 
