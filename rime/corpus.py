@@ -24,7 +24,15 @@ from collections.abc import Collection, Iterable, Iterator
 from rime.axes import AXES
 from rime.content import content
 from rime.schema import Case
-from rime.sentences import canonical_template, edit_writer, query, recipient_passages
+from rime.sentences import (
+    canonical_template,
+    edit_writer,
+    query,
+    recipient_passages,
+    recital_query,
+    roster,
+    roster_items,
+)
 from rime.storage import load
 from rime.turns import Message, avoiding, chat_text, filler_pool
 
@@ -43,7 +51,12 @@ class Mix:
     A roll call can still be answered last by elimination; a drill (`drill`, the share of
     dialogues that are one) asks `2k + 1` questions about holders drawn with replacement, so only
     the binding answers it. A plain passage (`plain`, the share of passages that are) states the
-    main property alone, bare and never updated: the shortest form of the binding task."""
+    main property alone, bare and never updated: the shortest form of the binding task. A roster
+    (`roster`, the share of plain passages that are one) lists each name right before its value,
+    where a model learns to bind first, and from where binding carries over to sentences that put
+    words between them. A recital (`recital`, the share of drills that are one) asks for every
+    holder at once, and the reply puts each name right before its value: the same help on the
+    asking side, where a question puts words between the name and the answer."""
 
     shared_value: float = 0.25  # a passage of three or more people has two share the main value
     ask_unique: float = 0.0
@@ -52,6 +65,8 @@ class Mix:
     roll_call: float = 0.0
     drill: float = 0.0
     plain: float = 0.0
+    roster: float = 0.0
+    recital: float = 0.0
 
 
 MIXES = {
@@ -59,6 +74,7 @@ MIXES = {
     "binding": Mix(shared_value=0.5, ask_unique=0.25, ask_main=0.5, recent=0.3, roll_call=0.5),
     "drill": Mix(shared_value=0.5, ask_unique=0.25, ask_main=0.5, recent=0.3, drill=0.5),
     "plain-drill": Mix(shared_value=0.0, drill=1.0, plain=1.0),
+    "roster-drill": Mix(shared_value=0.0, drill=1.0, plain=1.0, roster=0.5, recital=0.5),
 }
 
 
@@ -112,6 +128,9 @@ def _open(d: _Dialogue) -> None:
         updates.append((name, key, old, new))
         d.facts[name, key] = new
         d.recent = (name, key)
+    if plain and d.mix.roster and rng.random() < d.mix.roster:
+        d.say(roster(c.properties[main], [(name, value) for name, ((_, value),) in people]))
+        return
     richness = "bare" if plain else rng.choice(("bare", "narrative"))
     for passage in recipient_passages(rng, people, updates, richness):
         d.say(passage)
@@ -140,9 +159,15 @@ def _roll_call(d: _Dialogue) -> None:
 
 
 def _drill(d: _Dialogue) -> None:
-    holders = d.holders()
+    holders, rng = d.holders(), d.rng
+    if d.mix.recital and rng.random() < d.mix.recital:
+        for _ in range(2):
+            order = rng.sample(holders, len(holders))
+            d.say(recital_query(content().properties[d.main], order),
+                  roster_items([(name, d.facts[name, d.main]) for name in order]))
+        return
     for _ in range(2 * len(holders) + 1):
-        d.ask_main(d.rng.choice(holders))
+        d.ask_main(rng.choice(holders))
 
 
 def _filler(d: _Dialogue) -> None:

@@ -52,6 +52,21 @@ def recipient_passages(rng: random.Random, people: Sequence[tuple[str, Facts]],
     return tuple(passages)
 
 
+def roster_items(pairs: Sequence[tuple[str, str]]) -> str:
+    """`"Ana red, Bo blue"`: each value right after its name."""
+    return ", ".join(f"{name} {value}" for name, value in pairs)
+
+
+def roster(prop: Property, pairs: Sequence[tuple[str, str]]) -> str:
+    """One property of several people as a list."""
+    return f"The {prop.label} of each person: {roster_items(pairs)}."
+
+
+def recital_query(prop: Property, names: Sequence[str]) -> str:
+    """The question a roster answers, for these people in this order."""
+    return f"What is the {prop.label} of {', '.join(names[:-1])} and {names[-1]}?"
+
+
 def canonical_template(prop: Property, conflict: bool) -> str:
     """The paper's out-of-context calibration sentence, `"X's <label> is V."`."""
     return "{name}'s " + prop.label + (" is now {value}." if conflict else " is {value}.")

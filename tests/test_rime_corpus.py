@@ -281,6 +281,40 @@ def test_plain_passages_state_only_the_main_property_of_two_to_five_people():
         assert len(sentences) == len(holders)  # no scene intro, detail or closing
 
 
+def test_rosters_and_recitals_put_each_value_right_after_its_name():
+    import random
+
+    from rime import corpus
+
+    mix = corpus.MIXES["roster-drill"]
+    rosters = recitals = 0
+    for seed in range(80):
+        messages = corpus.sample_dialogue(random.Random(seed), mix)
+        d = corpus._Dialogue(random.Random(seed), mix)
+        corpus._open(d)
+        holders, label = d.holders(), content().properties[d.main].label
+        value = {name: d.facts[name, d.main] for name in holders}
+        passage = messages[0][1]
+        if passage.startswith("The "):
+            rosters += 1
+            listed = passage.removeprefix(f"The {label} of each person: ").removesuffix(".").split(", ")
+            assert listed == [f"{name} {value[name]}" for name in holders]
+        asked, replies = [q for _, q in messages[2::2]], [a for _, a in messages[3::2]]
+        if asked[0].startswith("What is the "):
+            recitals += 1
+            assert len(asked) == 2
+            for question, reply in zip(asked, replies):
+                order = re.findall(r"[A-Z]\w+", question.removeprefix("What is the "))
+                assert sorted(order) == sorted(holders)
+                assert reply == ", ".join(f"{name} {value[name]}" for name in order)
+        else:
+            assert len(asked) == 2 * len(holders) + 1
+            for question, reply in zip(asked, replies):
+                (name,) = [n for n in holders if re.search(rf"\b{n}\b", question)]
+                assert reply == value[name]
+    assert 20 <= rosters <= 60 and 20 <= recitals <= 60  # about half of each
+
+
 def test_default_mix_never_asks_by_uniqueness_or_main_property():
     import random
 
@@ -288,6 +322,6 @@ def test_default_mix_never_asks_by_uniqueness_or_main_property():
 
     default = corpus.MIXES["default"]
     assert (default.ask_unique, default.ask_main, default.recent, default.roll_call, default.drill,
-            default.plain) == (0.0, 0.0, 0.6, 0.0, 0.0, 0.0)
+            default.plain, default.roster, default.recital) == (0.0, 0.0, 0.6, 0.0, 0.0, 0.0, 0.0, 0.0)
     first = [corpus.sample_dialogue(random.Random(s)) for s in range(20)]
     assert first == [corpus.sample_dialogue(random.Random(s), corpus.Mix()) for s in range(20)]
