@@ -129,7 +129,7 @@ def _open(d: _Dialogue) -> None:
         d.facts[name, key] = new
         d.recent = (name, key)
     if plain and d.mix.roster and rng.random() < d.mix.roster:
-        d.say(roster(c.properties[main], [(name, value) for name, ((_, value),) in people]))
+        d.say(roster(c.properties[main], list(zip(names, values))))
         return
     richness = "bare" if plain else rng.choice(("bare", "narrative"))
     for passage in recipient_passages(rng, people, updates, richness):
