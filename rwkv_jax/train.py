@@ -172,10 +172,15 @@ class Run:
             self.directory.mkdir(parents=True, exist_ok=True)
             path.write_text(json.dumps(meta, indent=2, sort_keys=True))
 
-    def restore(self, params: Params, opt_state: Any) -> tuple[int, Params, Any]:
-        step = self.manager.latest_step()
+    def restore(self, params: Params, opt_state: Any, step: int | None = None) -> tuple[int, Params, Any]:
+        """The latest checkpoint, or the one of `step`."""
         if step is None:
-            return 0, params, opt_state
+            step = self.manager.latest_step()
+            if step is None:
+                return 0, params, opt_state
+        elif step not in self.manager.all_steps():
+            raise FileNotFoundError(f"{self.directory} keeps no checkpoint of step {step}; it keeps "
+                                    f"{sorted(self.manager.all_steps())}")
         target = {"params": params, "opt_state": opt_state}
         abstract = jax.tree.map(ocp.utils.to_shape_dtype_struct, target)
         restored = self.manager.restore(step, args=ocp.args.StandardRestore(abstract))
@@ -189,12 +194,13 @@ class Run:
         self.manager.close()
 
 
-def final_params(directory: str | Path, cfg: Config, tc: TrainConfig) -> Params:
-    """The parameters of a run's latest checkpoint (e.g. to export a run that already finished)."""
+def final_params(directory: str | Path, cfg: Config, tc: TrainConfig, step: int | None = None) -> Params:
+    """The parameters of a run's latest checkpoint, or of the one of `step` (e.g. to export a run
+    that already finished, or went past the step to export)."""
     run = Run(Path(directory), cfg, tc)
     try:
         template = init_params(cfg, jax.random.key(tc.seed))
-        step, params, _ = run.restore(template, optimizer(tc).init(template))
+        step, params, _ = run.restore(template, optimizer(tc).init(template), step)
     finally:
         run.close()
     if step == 0:

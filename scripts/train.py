@@ -54,7 +54,10 @@ def main() -> None:
     ap.add_argument("--init-from", help="start from this model (path or bundled name)")
     ap.add_argument("--export", help="write the final model here as an rwkv_jax checkpoint")
     ap.add_argument("--export-latest", action="store_true",
-                    help="only write the run's latest checkpoint to --export (e.g. to probe a run in progress)")
+                    help="only write the run's latest checkpoint (or --stop-at's) to --export, e.g. to probe a "
+                         "run in progress")
+    ap.add_argument("--stop-at", type=int,
+                    help="end after this step of the --steps schedule (and export it), as if interrupted there")
     for f in dataclasses.fields(TrainConfig):
         ap.add_argument(f"--{f.name.replace('_', '-')}", type=type(f.default), default=f.default)
     args = ap.parse_args()
@@ -64,6 +67,8 @@ def main() -> None:
     run_dir.mkdir(parents=True, exist_ok=True)
     if tc.corpus not in MIXES:
         ap.error(f"--corpus must be one of {sorted(MIXES)}")
+    if args.stop_at is not None and not 0 < args.stop_at <= tc.steps:
+        ap.error(f"--stop-at must be a step of the run, 1 to {tc.steps}")
     corpus = TrainingCorpus(mix=MIXES[tc.corpus])
     if args.init_from:
         base = rwkv_jax.load(args.init_from)
@@ -76,12 +81,12 @@ def main() -> None:
     if args.export_latest:
         if not args.export:
             ap.error("--export-latest needs --export DIR")
-        export(Path(args.export), final_params(run_dir, cfg, tc), cfg, tok, run_dir)
+        export(Path(args.export), final_params(run_dir, cfg, tc, args.stop_at), cfg, tok, run_dir)
         return
     print(f"config {cfg}\nvocab {tok.vocab_size} tokens; {tc}")
     bar = tqdm(total=tc.steps, unit="step")
     last, t0, seen = None, time.perf_counter(), 0
-    for m in train(corpus, tok, cfg, tc, run_dir, params=params, tokenizer_ref=ref):
+    for m in train(corpus, tok, cfg, tc, run_dir, params=params, tokenizer_ref=ref, stop_at=args.stop_at):
         if bar.n == 0:
             bar.update(m["step"] - 1)
             t0 = time.perf_counter()
@@ -95,7 +100,7 @@ def main() -> None:
         last = m
     bar.close()
     if args.export:
-        final = last["params"] if last is not None else final_params(run_dir, cfg, tc)
+        final = last["params"] if last is not None else final_params(run_dir, cfg, tc, args.stop_at)
         export(Path(args.export), final, cfg, tok, run_dir)
 
 

@@ -9,7 +9,7 @@ import pytest
 
 from rwkv_jax import Config, Tokenizer
 from rwkv_jax.tokenizer import subset_vocab, world_tokenizer
-from rwkv_jax.train import TrainConfig, make_batch, reply_weights, train
+from rwkv_jax.train import TrainConfig, final_params, make_batch, reply_weights, train
 
 COLORS = ["red", "blue", "green", "gold", "grey", "pink"]
 NAMES = ["Ana", "Bo", "Cyd", "Dee", "Eli", "Fay"]
@@ -85,6 +85,18 @@ def test_resumed_run_equals_uninterrupted_run(toy_tok, tmp_path):
     assert resumed[0]["step"] == 11
     for x, y in zip(jax.tree.leaves(whole), jax.tree.leaves(resumed[-1]["params"])):
         np.testing.assert_array_equal(np.asarray(x), np.asarray(y))
+
+
+def test_final_params_reads_a_kept_step_and_names_the_kept_ones(toy_tok, tmp_path):
+    cfg = Config.default(1, 64, toy_tok.vocab_size)
+    settings = tc(steps=20, checkpoint_every=5)
+    by_step = {m["step"]: m["params"] for m in train(ToyCorpus(), toy_tok, cfg, settings, tmp_path / "r")}
+    for step, params in ((15, final_params(tmp_path / "r", cfg, settings, 15)),
+                         (20, final_params(tmp_path / "r", cfg, settings))):
+        for x, y in zip(jax.tree.leaves(by_step[step]), jax.tree.leaves(params)):
+            np.testing.assert_array_equal(np.asarray(x), np.asarray(y))
+    with pytest.raises(FileNotFoundError, match=r"no checkpoint of step 10; it keeps \[15, 20\]"):
+        final_params(tmp_path / "r", cfg, settings, 10)
 
 
 def test_resuming_with_other_settings_is_refused(toy_tok, tmp_path):
