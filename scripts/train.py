@@ -13,7 +13,6 @@ import argparse
 import dataclasses
 import json
 import random
-import shutil
 import time
 from pathlib import Path
 
@@ -21,7 +20,7 @@ from tqdm import tqdm
 
 import rwkv_jax
 from rime.corpus import MIXES, TrainingCorpus
-from rwkv_jax.checkpoint import save
+from rwkv_jax.checkpoint import resolve, save
 from rwkv_jax.tokenizer import Tokenizer, save_vocab, subset_vocab, world_tokenizer
 from rwkv_jax.train import TrainConfig, final_params, train
 
@@ -39,10 +38,13 @@ def build_vocab(corpus: TrainingCorpus, path, name: str) -> Tokenizer:
     return tok
 
 
-def export(path: Path, params, cfg: rwkv_jax.Config, tok: Tokenizer, run_dir: Path) -> None:
+def export(path: Path, params, cfg: rwkv_jax.Config, tok: Tokenizer, vocab_dir: Path) -> None:
+    """Writes the model with the World id map of its vocab, read first: `path` may be `vocab_dir`."""
+    ids = vocab_dir / "world_ids.json"
+    to_world = ids.read_bytes() if ids.exists() else None
     save(path, params, cfg, tok, overwrite=True)
-    if (run_dir / "world_ids.json").exists():
-        shutil.copy(run_dir / "world_ids.json", path / "world_ids.json")
+    if to_world is not None:
+        (path / "world_ids.json").write_bytes(to_world)
     print(f"exported {path}")
 
 
@@ -73,15 +75,16 @@ def main() -> None:
     if args.init_from:
         base = rwkv_jax.load(args.init_from)
         tok, cfg, params, ref = base.tokenizer, base.cfg, base.params, args.init_from
+        vocab_dir = resolve(args.init_from)
     else:
         tok = (Tokenizer.from_file(run_dir / "vocab.txt", name="rime-tiny")
                if (run_dir / "vocab.txt").exists() else build_vocab(corpus, run_dir, "rime-tiny"))
         cfg = rwkv_jax.Config.default(args.layers, args.embd, tok.vocab_size)
-        params, ref = None, str(run_dir / "vocab.txt")
+        params, ref, vocab_dir = None, str(run_dir / "vocab.txt"), run_dir
     if args.export_latest:
         if not args.export:
             ap.error("--export-latest needs --export DIR")
-        export(Path(args.export), final_params(run_dir, cfg, tc, args.stop_at), cfg, tok, run_dir)
+        export(Path(args.export), final_params(run_dir, cfg, tc, args.stop_at), cfg, tok, vocab_dir)
         return
     print(f"config {cfg}\nvocab {tok.vocab_size} tokens; {tc}")
     bar = tqdm(total=tc.steps, unit="step")
@@ -101,7 +104,7 @@ def main() -> None:
     bar.close()
     if args.export:
         final = last["params"] if last is not None else final_params(run_dir, cfg, tc, args.stop_at)
-        export(Path(args.export), final, cfg, tok, run_dir)
+        export(Path(args.export), final, cfg, tok, vocab_dir)
 
 
 if __name__ == "__main__":
