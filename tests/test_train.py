@@ -1,4 +1,5 @@
-"""Training: the loss falls, a resumed run equals an uninterrupted one, batches are reproducible."""
+"""Training: the loss falls, a resumed run equals an uninterrupted one, batches are reproducible,
+and a converted official checkpoint fine-tunes from its own weights."""
 
 import dataclasses
 import random
@@ -7,9 +8,12 @@ import jax
 import numpy as np
 import pytest
 
+import convert
+import rwkv_jax
 from rwkv_jax import Config, Tokenizer
-from rwkv_jax.tokenizer import subset_vocab, world_tokenizer
-from rwkv_jax.train import TrainConfig, final_params, make_batch, reply_weights, train
+from rwkv_jax.params import perturbed_params
+from rwkv_jax.tokenizer import save_vocab, subset_vocab, world_tokenizer
+from rwkv_jax.train import TrainConfig, final_params, loss_fn, make_batch, reply_weights, train
 
 COLORS = ["red", "blue", "green", "gold", "grey", "pink"]
 NAMES = ["Ana", "Bo", "Cyd", "Dee", "Eli", "Fay"]
@@ -97,6 +101,19 @@ def test_final_params_reads_a_kept_step_and_names_the_kept_ones(toy_tok, tmp_pat
             np.testing.assert_array_equal(np.asarray(x), np.asarray(y))
     with pytest.raises(FileNotFoundError, match=r"no checkpoint of step 10; it keeps \[15, 20\]"):
         final_params(tmp_path / "r", cfg, settings, 10)
+
+
+def test_fine_tuning_a_converted_checkpoint_starts_from_its_weights(toy_tok, tmp_path):
+    pytest.importorskip("torch")  # writing the official .pth
+    cfg = Config.default(1, 64, toy_tok.vocab_size)
+    convert.write_pth(perturbed_params(cfg, seed=5), tmp_path / "official.pth")
+    save_vocab(toy_tok, tmp_path / "vocab.txt")
+    model = rwkv_jax.load(convert.convert(tmp_path / "official.pth", tmp_path / "ckpt", vocab=tmp_path / "vocab.txt"))
+    settings = tc(steps=10)
+    steps = list(train(ToyCorpus(), model.tokenizer, model.cfg, settings, tmp_path / "run", params=model.params))
+    tokens, weights = make_batch(ToyCorpus(), model.tokenizer, settings, 0)
+    np.testing.assert_allclose(steps[0]["loss"], float(loss_fn(model.params, model.cfg, tokens, weights)), rtol=1e-5)
+    assert np.mean([m["loss"] for m in steps[-3:]]) < steps[0]["loss"]
 
 
 def test_resuming_with_other_settings_is_refused(toy_tok, tmp_path):
