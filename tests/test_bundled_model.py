@@ -5,6 +5,7 @@ import pytest
 import rime
 import rwkv_jax
 from rwkv_jax.chat import chat_prompt
+from rwkv_jax.train import answer_accuracy
 
 
 @pytest.fixture(scope="module")
@@ -36,6 +37,13 @@ def test_bundled_model_answers_a_fixed_case_from_the_passage(model):
     case = simple_cases(1)[0]
     assert case.id == "dev-000" and case.value_old == "eighty-eight"
     assert answers(model, [case])[0].strip().lower() == "eighty-eight"
+
+
+def test_training_eval_scores_exact_answers_without_case_or_spaces(model):
+    case = simple_cases(1)[0]  # answered " eighty-eight" (the test above)
+    prompt = chat_prompt([*rime.recipient_messages(case), ("user", case.queries[0])])
+    pairs = [(prompt, "Eighty-Eight "), (prompt, "eighty"), (prompt, "eighty-eight is it"), (prompt, "eighty-eight")]
+    assert answer_accuracy(model, pairs) == 0.5
 
 
 def test_bundled_model_answers_most_simple_cases(model):

@@ -79,6 +79,13 @@ def test_micro_training_lowers_the_loss(toy_tok, tmp_path):
     assert np.mean(losses[-5:]) < 0.7 * np.mean(losses[:3])
 
 
+def test_held_out_accuracy_is_measured_every_eval_steps(toy_tok, tmp_path):
+    cfg = Config.default(1, 64, toy_tok.vocab_size)
+    steps = list(train(ToyCorpus(), toy_tok, cfg, tc(steps=12, eval_every=5, eval_questions=4), tmp_path / "e"))
+    measured = {m["step"]: m["answer_accuracy"] for m in steps if "answer_accuracy" in m}
+    assert sorted(measured) == [5, 10] and all(a in (0.0, 0.25, 0.5, 0.75, 1.0) for a in measured.values())
+
+
 def test_resumed_run_equals_uninterrupted_run(toy_tok, tmp_path):
     cfg = Config.default(1, 64, toy_tok.vocab_size)
     settings = tc(steps=20)
