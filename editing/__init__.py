@@ -20,6 +20,7 @@ from editing.calibration import calibrate, calibrate_batch, edit, wrap
 from editing.checks import NonFiniteDeltaError, StateMismatchError
 from editing.measure import Breakdown, cosine, norms
 from editing.methods import (
+    READS,
     CaseEdit,
     EditMethod,
     ModelLike,
@@ -33,6 +34,7 @@ __all__ = [
     "ALL",
     "SPANS",
     "Breakdown",
+    "READS",
     "CaseEdit",
     "Delta",
     "Edit",

@@ -55,6 +55,8 @@ class CaseEdit:
         null edit's pair. Empty: "The {property} of {entity} is {value_old}."
       correction: the sentence the in-context edit adds. Empty:
         "The {property} of {entity} is now {value_new}."
+      transcript: the chat text that built the live state, for methods that read it
+        (`reads == "transcript"`); empty when the caller has none.
     """
 
     entity: str
@@ -65,6 +67,7 @@ class CaseEdit:
     p_new: str
     p_same: str = ""
     correction: str = ""
+    transcript: str = ""
 
     def __post_init__(self) -> None:
         for f in dataclasses.fields(self):
@@ -85,9 +88,16 @@ class CaseEdit:
 
 @dataclasses.dataclass(frozen=True)
 class EditMethod(abc.ABC):
-    """A named edit method; its dataclass fields are its options."""
+    """A named edit method; its dataclass fields are its options.
+
+    `reads` declares what the method looks at besides the live state, so a report can compare
+    methods that read alike (see `READS`); `erases` marks methods that remove the old value
+    rather than install a new one.
+    """
 
     name: ClassVar[str]
+    reads: ClassVar[str] = "calibration"
+    erases: ClassVar[bool] = False
 
     @abc.abstractmethod
     def apply(self, state: State, model: ModelLike, case: CaseEdit) -> State:
@@ -121,12 +131,19 @@ def _short(value: Any) -> str:
 
 _REGISTRY: dict[str, type[EditMethod]] = {}
 
+# What a method reads besides the live state: nothing; calibration text built from the case's
+# (entity, property, values); text added to the conversation itself; the transcript of the
+# conversation that built the state.
+READS = ("nothing", "calibration", "context", "transcript")
+
 
 def register(cls: type[EditMethod]) -> type[EditMethod]:
     """Class decorator: makes an `EditMethod` subclass available to `get_method` by its name."""
     name = getattr(cls, "name", None)
     if not isinstance(name, str) or not name:
         raise ValueError(f"{cls.__name__} needs a non-empty class attribute `name`")
+    if cls.reads not in READS:
+        raise ValueError(f"{cls.__name__}.reads must be one of {READS}, got {cls.reads!r}")
     if _REGISTRY.get(name, cls) is not cls:
         raise ValueError(f"an edit method named {name!r} is already registered "
                          f"({_REGISTRY[name].__name__})")
@@ -171,6 +188,7 @@ class NoEdit(EditMethod):
     """The unedited state: the floor every method is compared with."""
 
     name: ClassVar[str] = "none"
+    reads: ClassVar[str] = "nothing"
 
     def apply(self, state: State, model: ModelLike, case: CaseEdit) -> State:
         _check_case(case)
@@ -289,6 +307,7 @@ class InContextEdit(EditMethod):
     pass, `User: Correction: <sentence>\\n\\nAssistant: Understood.\\n\\n`."""
 
     name: ClassVar[str] = "in_context"
+    reads: ClassVar[str] = "context"
     prefix: str = "Correction: "
     ack: str = "Understood."
 

@@ -155,6 +155,8 @@ class Spec:
             "fillers": list(self.fillers), "modes": list(self.modes),
             "max_new_tokens": self.max_new_tokens,
             "seeds": {m.label: m.options["seed"] for m in self.methods if "seed" in m.options},
+            "reads": {m.label: m.reads for m in self.methods},
+            "erases": [m.label for m in self.methods if m.erases],
         }
 
 
@@ -166,14 +168,15 @@ def property_label(key: str) -> str:
 
 def case_edits(case: Case, entity: str | None = None) -> list[tuple[CaseEdit, ...]]:
     """The case's edits as the editing registry takes them, in application order (see
-    `Case.edit_steps`); with `entity`, every calibration text names it instead of the target."""
+    `Case.edit_steps`); with `entity`, every calibration text names it instead of the target.
+    Each carries the recipient conversation as its transcript."""
     if case.stack:
         values = [[(case.property, s.value_old, s.value_new)] for s in case.stack]
     else:
         values = [[(case.property, case.value_old, case.value_new)] * len(case.edits)]
     values[0] += [(j.property, j.value_old, j.value_new) for j in case.multi for _ in j.edits]
-    who = entity or case.entity
-    return [tuple(CaseEdit(who, property_label(prop), old, new, e.source, e.dst)
+    who, transcript = entity or case.entity, recipient_text(case)
+    return [tuple(CaseEdit(who, property_label(prop), old, new, e.source, e.dst, transcript=transcript)
                   for e, (prop, old, new) in zip(step, step_values, strict=True))
             for step, step_values in zip(case.edit_steps(entity), values, strict=True)]
 

@@ -214,6 +214,20 @@ def test_case_fields_are_checked():
         get_method("none").apply(None, None, {"p_old": "a"})
 
 
+def test_register_checks_what_a_method_reads():
+    @dataclasses.dataclass(frozen=True)
+    class Peek(EditMethod):
+        name: ClassVar[str] = "peek"
+        reads: ClassVar[str] = "the future"
+
+        def apply(self, state, model, case):
+            return state
+
+    with pytest.raises(ValueError, match="Peek.reads must be one of"):
+        register(Peek)
+    assert "peek" not in method_names()
+
+
 OTHER = CaseEdit(
     entity="Esme", property="vehicle", value_old="hatchback", value_new="tractor",
     p_old="Esme's vehicle is hatchback.", p_new="Esme's vehicle is tractor.", correction="Esme drives a tractor.",

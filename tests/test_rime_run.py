@@ -192,6 +192,16 @@ def test_case_edits_carry_each_steps_values_and_the_wrong_entity(cases):
     for edit in (e for step in wrong for e in step):
         assert edit.entity == stacked.wrong_entity
         assert stacked.wrong_entity in edit.p_new and stacked.entity not in edit.p_new
+    for edit in (e for step in steps + wrong for e in step):
+        assert edit.transcript == protocol.recipient_text(stacked)
+        assert stacked.value_old in edit.transcript or stacked.stack[0].value_old in edit.transcript
+
+
+def test_config_records_what_each_method_reads():
+    config = Spec.build(["delta", "in_context"]).config()
+    assert config["reads"] == {"none": "nothing", "delta": "calibration", "in_context": "context",
+                               "random": "calibration"}
+    assert config["erases"] == []
 
 
 def test_spec_adds_the_baseline_and_controls():
