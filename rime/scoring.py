@@ -36,6 +36,8 @@ class Score:
       correct_raw / correct_stripped: contains an expected answer (raw / stripped text).
       old_stripped: the stripped answer still contains the old value.
       new_stripped: the stripped answer contains the new value (for a probe: the edit bled into it).
+      others_stripped: the stripped answer contains another value the passage states (someone
+        else's, or an overwritten one): where an erased binding's answer goes.
     """
 
     stripped: str
@@ -43,13 +45,17 @@ class Score:
     correct_stripped: bool
     old_stripped: bool
     new_stripped: bool
+    others_stripped: bool
 
 
-def score(answer: str, expected: Sequence[str], old: Sequence[str], new: Sequence[str]) -> Score:
+def score(answer: str, expected: Sequence[str], old: Sequence[str], new: Sequence[str],
+          others: Sequence[str] = ()) -> Score:
+    """`others` may be empty: a question whose property the passage gives no one else."""
     stripped = strip_think(answer)
     return Score(stripped=stripped, correct_raw=contains_any(answer, expected),
                  correct_stripped=contains_any(stripped, expected), old_stripped=contains_any(stripped, old),
-                 new_stripped=contains_any(stripped, new))
+                 new_stripped=contains_any(stripped, new),
+                 others_stripped=bool(others) and contains_any(stripped, others))
 
 
 def wilson(successes: int, n: int, z: float = Z95) -> tuple[float, float]:

@@ -232,3 +232,24 @@ def test_bundled_model_retains_and_reports_on_two_cases(tmp_path):
     assert sum(r["old_stripped"] for r in baseline) > len(baseline) / 2  # the unedited model knows the old value
     report = write_report(out).read_text()
     assert "of 2 cases retained" in report and len(list(out.glob("*.png"))) == 4
+
+
+def test_edits_applied_is_the_length_of_every_bundled_cases_plan():
+    for case in rime.load("test") + rime.load("dev"):
+        plan = [e for step in protocol.case_edits(case) for e in step]
+        assert protocol.edits_applied(case.params.to_dict()) == len(plan), case.id
+
+
+def test_target_questions_offer_the_other_values_the_passage_states():
+    by_id = {c.id: c for c in rime.load("test")}
+    # test-002: Beatrix black, Zoltan pale blue, Mika hazel, Solveig amber (the old value, left out),
+    # and the target's eyes before two overwrites, slate grey and deep green
+    edit, *_ = protocol.questions(by_id["test-002"])
+    assert sorted(edit.others) == ["black", "deep green", "hazel", "pale blue", "slate grey"]
+    # test-010: the hat the target wore before the overwrite; the joint drink has no other value
+    qs = protocol.questions(by_id["test-010"])
+    assert [q.others for q in qs if q.kind == "edit"][0] == ("navy blue",)
+    assert {q.others for q in qs if q.kind == "joint"} == {()}
+    assert {q.others for q in qs if q.kind not in ("edit", "joint")} == {()}
+    # test-009 asks for a country: Cezar lives in Tokyo; Mexico City is the old city (Mexico)
+    assert protocol.questions(by_id["test-009"])[0].others == ("Japan",)

@@ -25,6 +25,13 @@ def test_matching_rejects_empty_answers():
         contains_any("anything", "x")
 
 
+def test_another_passage_value_is_scored_only_when_the_question_has_one():
+    answer = "She drives a jeep."
+    assert score(answer, ["van"], ["car"], ["van"], ["scooter", "jeep"]).others_stripped
+    assert not score(answer, ["van"], ["car"], ["van"], ["scooter"]).others_stripped
+    assert not score(answer, ["van"], ["car"], ["van"]).others_stripped  # none to find
+
+
 def test_think_spans_count_only_in_raw_scoring():
     s = score("<think>maybe figure skating</think> archery", ["figure skating"], ["archery"], ["figure skating"])
     assert (s.correct_raw, s.correct_stripped, s.old_stripped, s.new_stripped) == (True, False, True, False)
