@@ -132,7 +132,7 @@ class Analysis:
         self.cases = sorted({r["case_id"] for r in rows})
         baseline = defaultdict(list)
         for r in rows:
-            if (r["method"], r["variant"], r["filler_turns"], r["kind"]) == ("none", TARGET, 0, EDIT):
+            if (r["method"], r["variant"], r["filler_turns"], r["kind"]) == (BASELINE, TARGET, 0, EDIT):
                 baseline[r["case_id"]].append(r)
         self.retained = {case for case, rs in baseline.items() if majority(rs, "old_stripped")}
         self.dropped = sorted(set(self.cases) - self.retained)
@@ -205,10 +205,11 @@ class Analysis:
                 groups[axis][str(r["params"][axis])].append(r)
         return {axis: {value: rate(rs) for value, rs in sorted(values.items())} for axis, values in groups.items()}
 
-    def decay(self, method: str) -> dict[str, list[tuple[int, Rate]]]:
-        """Edit accuracy against filler turns per mode, sharing the ft=0 point (Figure 3)."""
-        base = self.edit(method)
-        return {mode: [(0, base)] + [(k, self.edit(method, (m, k))) for m, k in self.settings if m == mode]
+    def decay(self, method: str, field: str = "correct_stripped") -> dict[str, list[tuple[int, Rate]]]:
+        """Edit accuracy (or another score `field`) against filler turns per mode, sharing the ft=0
+        point (Figure 3)."""
+        base = self.edit(method, field=field)
+        return {mode: [(0, base)] + [(k, self.edit(method, (m, k), field)) for m, k in self.settings if m == mode]
                 for mode in self.config["modes"]}
 
     def blast(self, method: str) -> dict[str, list[int]]:
@@ -303,6 +304,14 @@ def erase_table(a: Analysis) -> str:
     return _table(header, [row(m) for m in (BASELINE, *a.erasers)])
 
 
+def decay_table(a: Analysis, methods: Sequence[str], field: str = "correct_stripped") -> str:
+    """`field` at every filler setting, a row per method and mode."""
+    turns = [0, *sorted({k for _, k in a.settings})]
+    rows = [[m, mode, *(dict(points).get(k, "") for k in turns)]
+            for m in methods for mode, points in a.decay(m, field).items()]
+    return _table(["method", "mode", *(f"ft={k}" for k in turns)], rows)
+
+
 def headline_summary(a: Analysis) -> str:
     """What `python -m rime run` prints: the retention count, the headline and frontier tables, and
     the erasing methods' table when a run has any."""
@@ -353,6 +362,8 @@ def markdown(a: Analysis, figures: dict[str, str]) -> str:
             erase_table(a),
             "Their probe preservation by number of edits applied:",
             edits_table(a, [BASELINE, *a.erasers]),
+            "The old value on the target's questions after filler turns (the unedited model's for reference):",
+            decay_table(a, [BASELINE, *a.erasers], "old_stripped"),
             f"![erasing]({figures['erase']})",
         ]
     parts.append("## Difficulty by control axis (Figure 2)")
@@ -362,13 +373,7 @@ def markdown(a: Analysis, figures: dict[str, str]) -> str:
                      + _table(["axis", "value", "edit acc"],
                               [[axis, value, r] for axis, values in axes.items() for value, r in values.items()]))
     parts += [f"![difficulty]({figures['difficulty']})", "## Filler decay (Figure 3)"]
-    turns = [0, *sorted({k for _, k in a.settings})]
-    decay_rows = []
-    for m in a.filler_methods:
-        for mode, points in a.decay(m).items():
-            by_k = dict(points)
-            decay_rows.append([m, mode, *(by_k.get(k, "") for k in turns)])
-    parts += [_table(["method", "mode", *(f"ft={k}" for k in turns)], decay_rows),
+    parts += [decay_table(a, a.filler_methods),
               f"![filler decay]({figures['decay']})", "## Blast radius (Figure 4)\n\nCases by edit verdict x "
               "probe verdict (each the majority of the case's rows at ft=0), per probe kind."]
     parts.append(_table(["method", "probe kind", *OUTCOMES],

@@ -76,6 +76,7 @@ def run_rows():
         rs += rows_of(case, "erase", [OLD, OLD] if case != "c3" else [OLD, NOTHING], variant="wrong_entity")
         rs += rows_of(case, "erase", [OK, NOTHING], kind="other_entity")
     rs += rows_of("c0", "erase", [OLD, NOTHING], kind="joint")
+    rs += rows_of("c0", "erase", [OLD, NOTHING], turns=1)
     for case in ("c0", "c1", "c2", "c3"):
         rs += rows_of(case, "random", [OLD, OLD])
     rs += rows_of("c0", "delta", [OK], turns=1)
@@ -177,6 +178,8 @@ def test_erasing_methods_are_judged_apart_on_the_old_value(analysis):
     before_erasing = text.split("## Erasing methods")[0]
     assert "| erase |" not in before_erasing.split("## Frontier")[1]
     assert "| erase |" not in text.split("## Difficulty by control axis")[1]
+    after_filler = text.split("The old value on the target's questions after filler turns")[1]
+    assert "| erase | neutral | 25% [7, 59] n=8 | 50% [9, 91] n=2 |" in after_filler
 
 
 def test_configs_without_reads_or_erases_still_report():
