@@ -166,14 +166,14 @@ class Evaluator:
     def _row(self, job: _Job, ids: list[int], stopped: bool, probs: np.ndarray) -> dict:
         case, q = job.case, job.question
         text = cut_at_stop(self.model.tokenizer.decode(ids), (STOP,))[0]
-        s = score(text, q.expected, q.old, q.new)
+        s = score(text, q.expected, q.old, q.new, q.others)
         return {
             "case_id": case.id, "method": job.branch.label, "variant": job.branch.variant,
             "filler_mode": job.setting.mode, "filler_turns": job.setting.turns,
             "kind": q.kind, "index": q.index, "query": q.text, "expected": list(q.expected),
             "generation": text, "stripped": s.stripped, "stopped": stopped, "tokens": len(ids),
             "correct_raw": s.correct_raw, "correct_stripped": s.correct_stripped,
-            "old_stripped": s.old_stripped, "new_stripped": s.new_stripped,
+            "old_stripped": s.old_stripped, "new_stripped": s.new_stripped, "others_stripped": s.others_stripped,
             "p_new": float(probs[0]), "p_old": float(probs[1]),
             "answer_tokens": len(self.encode(" " + q.expected[0])), "params": case.params.to_dict(),
         }

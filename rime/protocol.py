@@ -7,18 +7,23 @@ one branch under one setting; `row_keys(case, spec)` lists them in the order the
 
 Two methods always run: `none` (the retention filter and the old-value baseline) and `random`
 (a norm-matched random delta). Every method that installs the new value is also calibrated on the
-wrong entity. Those two controls are measured at ft=0 only, where specificity is defined.
+wrong entity. Those two controls are measured at ft=0 only, where specificity is defined. A method
+that erases (`EditMethod.erases`) runs the same branches and questions; its rows keep the case's
+expected answers, and what it is judged on is whether the old value is gone and what comes instead
+(`old_stripped`, `new_stripped`, `others_stripped`).
 """
 
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 from editing import CaseEdit, EditMethod, get_method
+from rime.checks import mentions
 from rime.content import content
 from rime.schema import Case
+from rime.scoring import contains_any
 from rime.turns import FILLER_MODES, MAX_FILLER_TURNS, chat_text, filler_turns, recipient_messages
 from rwkv_jax.chat import chat_prompt
 
@@ -62,7 +67,8 @@ class Question:
 
     expected: any of these in the answer makes it correct. old / new: answers that show the old
     fact survived / the new value arrived (for probes: the edited property's values, so a probe
-    answered with the new value shows the edit bled into it).
+    answered with the new value shows the edit bled into it). others: for the target's own
+    questions, the other answers the passage offers (see `passage_answers`); empty for probes.
     """
 
     kind: str
@@ -71,6 +77,7 @@ class Question:
     expected: tuple[str, ...]
     old: tuple[str, ...]
     new: tuple[str, ...]
+    others: tuple[str, ...] = ()
 
 
 def parse_method(spec: str) -> EditMethod:
@@ -181,11 +188,36 @@ def case_edits(case: Case, entity: str | None = None) -> list[tuple[CaseEdit, ..
             for step, step_values in zip(case.edit_steps(entity), values, strict=True)]
 
 
+def edits_applied(params: Mapping[str, Any]) -> int:
+    """How many edits a case's plan applies (`case_edits`, all steps), from its params: every stack
+    step plus every jointly edited property, each one edit as the generator writes them."""
+    return params["stack_depth"] + params["multi_prop_count"] - 1
+
+
+def passage_answers(case: Case, prop: str, answers: Sequence[str]) -> tuple[str, ...]:
+    """The values of property `prop` that the recipient passages state, other than `answers` (and
+    anything containing or contained in one): someone else's value, or one the target held before
+    an overwrite. For a composition question, their one-hop answers instead."""
+    spec = content().properties.get(prop)
+    if spec is None:
+        return ()
+    text = " ".join(case.recipient.passages)
+    stated = [v for v in spec.values if mentions(text, v)]
+    if case.params.composition_hop and prop == case.property:
+        stated = [alias for v in stated for alias in spec.hop.aliases[spec.hop.target_of[v]]]
+    return tuple(dict.fromkeys(v for v in stated
+                               if not contains_any(v, answers) and not any(v.casefold() in a.casefold()
+                                                                           for a in answers)))
+
+
 def questions(case: Case) -> list[Question]:
     """The target's paraphrases, then each joint property's questions, then the probes."""
-    out = [Question(EDIT, i, q, case.aliases, case.old_aliases, case.aliases) for i, q in enumerate(case.queries)]
-    joint = [(q, (j.value_new,), (j.value_old,)) for j in case.multi for q in j.queries]
-    out += [Question(JOINT, i, q, new, old, new) for i, (q, new, old) in enumerate(joint)]
+    others = passage_answers(case, case.property, (*case.aliases, *case.old_aliases))
+    out = [Question(EDIT, i, q, case.aliases, case.old_aliases, case.aliases, others)
+           for i, q in enumerate(case.queries)]
+    joint = [(q, (j.value_new,), (j.value_old,), passage_answers(case, j.property, (j.value_new, j.value_old)))
+             for j in case.multi for q in j.queries]
+    out += [Question(JOINT, i, q, new, old, new, rest) for i, (q, new, old, rest) in enumerate(joint)]
     counts: dict[str, int] = {}
     for probe in case.probe_queries:
         index = counts[probe.kind] = counts.get(probe.kind, -1) + 1

@@ -1,16 +1,20 @@
 """The evaluation protocol end to end on a small random model: rows match the protocol and the public
 generation API, batching and sharding do not change them, runs resume exactly, configs are checked."""
 
+import dataclasses
 import json
 import os
 import shutil
 import subprocess
 import sys
 from pathlib import Path
+from typing import ClassVar
 
+import jax.numpy as jnp
 import numpy as np
 import pytest
 
+import editing
 import rime
 import rwkv_jax
 from editing import get_method
@@ -19,7 +23,7 @@ from rime import protocol, rows
 from rime.__main__ import main
 from rime.evaluate import Evaluator
 from rime.protocol import Spec
-from rime.report import write_report
+from rime.report import load, write_report
 from rime.runner import Progress, run
 from rwkv_jax.chat import chat_prompt
 from rwkv_jax.tokenizer import subset_vocab, world_tokenizer
@@ -231,4 +235,57 @@ def test_bundled_model_retains_and_reports_on_two_cases(tmp_path):
     baseline = [r for r in written if (r["method"], r["filler_turns"], r["kind"]) == ("none", 0, "edit")]
     assert sum(r["old_stripped"] for r in baseline) > len(baseline) / 2  # the unedited model knows the old value
     report = write_report(out).read_text()
-    assert "of 2 cases retained" in report and len(list(out.glob("*.png"))) == 4
+    assert "of 2 cases retained" in report and len(list(out.glob("*.png"))) == 5
+
+
+def test_edits_applied_is_the_length_of_every_bundled_cases_plan():
+    for case in rime.load("test") + rime.load("dev"):
+        plan = [e for step in protocol.case_edits(case) for e in step]
+        assert protocol.edits_applied(case.params.to_dict()) == len(plan), case.id
+
+
+def test_target_questions_offer_the_other_values_the_passage_states():
+    by_id = {c.id: c for c in rime.load("test")}
+    # test-002: Beatrix black, Zoltan pale blue, Mika hazel, Solveig amber (the old value, left out),
+    # and the target's eyes before two overwrites, slate grey and deep green
+    edit, *_ = protocol.questions(by_id["test-002"])
+    assert sorted(edit.others) == ["black", "deep green", "hazel", "pale blue", "slate grey"]
+    # test-010: the hat the target wore before the overwrite; the joint drink has no other value
+    qs = protocol.questions(by_id["test-010"])
+    assert [q.others for q in qs if q.kind == "edit"][0] == ("navy blue",)
+    assert {q.others for q in qs if q.kind == "joint"} == {()}
+    assert {q.others for q in qs if q.kind not in ("edit", "joint")} == {()}
+    # test-009 asks for a country: Cezar lives in Tokyo; Mexico City is the old city (Mexico)
+    assert protocol.questions(by_id["test-009"])[0].others == ("Japan",)
+
+
+@editing.register
+@dataclasses.dataclass(frozen=True)
+class _ForgetNamed(editing.EditMethod):
+    """Erases the whole wkv memory when the transcript mentions the case's entity, else nothing."""
+
+    name: ClassVar[str] = "test_forget"
+    reads: ClassVar[str] = "transcript"
+    erases: ClassVar[bool] = True
+
+    def apply(self, state, model, case):
+        return state.replace(wkv=jnp.zeros_like(state.wkv)) if case.entity in case.transcript else state
+
+
+def test_an_erasing_method_runs_by_both_names_and_gets_its_own_report_section(tmp_path, model, model_dir, cases):
+    spec = Spec.build(["test_forget"], fillers=(0,), max_new_tokens=4)
+    assert spec.config()["erases"] == ["test_forget"] and "test_forget" in spec.config()["wrong_entity"]
+    out = tmp_path / "erase"
+    run(out, model, str(model_dir), cases[:1], "cases", spec, batch_size=BATCH)
+    table = by_key(rows.read_rows(out))
+    case = cases[0]
+    for kind, index in ((q.kind, q.index) for q in protocol.questions(case)):
+        none, erased, wrong = (table[case.id, m, v, "none", 0, kind, index] for m, v in
+                               (("none", "target"), ("test_forget", "target"), ("test_forget", "wrong_entity")))
+        assert wrong["generation"] == none["generation"] and wrong["p_old"] == none["p_old"]  # the wrong name
+        assert erased["p_old"] != none["p_old"]
+        assert isinstance(erased["others_stripped"], bool)
+    analysis = load(out)
+    assert analysis.erasers == ["test_forget"] and "test_forget" not in analysis.installers
+    report = write_report(out).read_text()
+    assert "## Erasing methods" in report and (out / "fig6_erasing.png").is_file()

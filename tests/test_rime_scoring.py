@@ -25,6 +25,13 @@ def test_matching_rejects_empty_answers():
         contains_any("anything", "x")
 
 
+def test_another_passage_value_is_scored_only_when_the_question_has_one():
+    answer = "She drives a jeep."
+    assert score(answer, ["van"], ["car"], ["van"], ["scooter", "jeep"]).others_stripped
+    assert not score(answer, ["van"], ["car"], ["van"], ["scooter"]).others_stripped
+    assert not score(answer, ["van"], ["car"], ["van"]).others_stripped  # none to find
+
+
 def test_think_spans_count_only_in_raw_scoring():
     s = score("<think>maybe figure skating</think> archery", ["figure skating"], ["archery"], ["figure skating"])
     assert (s.correct_raw, s.correct_stripped, s.old_stripped, s.new_stripped) == (True, False, True, False)
@@ -99,7 +106,7 @@ def test_retention_filter_and_specificity_controls(analysis_rows):
     assert a.retained == {"c0", "c1", "c2"}
     assert a.edit("delta") == Rate(5, 9)
     assert a.wrong_entity("delta") == Rate(1, 9)
-    assert a.specificity("delta") == pytest.approx(4 / 9)
+    assert a.specificity("delta").value == pytest.approx(4 / 9)
     assert a.bleed("delta") == Rate(1, 3)
     assert a.probes("delta") == Rate(2, 3)
     assert a.clean("delta") == Rate(3, 3)  # only c0 has no distractors
@@ -116,14 +123,14 @@ def test_blast_radius_counts_case_verdicts(analysis_rows):
     assert counts["other_entity"] == [0, 0, 0, 0]
 
 
-def test_report_writes_markdown_tables_and_four_figures(tmp_path, analysis_rows):
+def test_report_writes_markdown_tables_and_five_figures(tmp_path, analysis_rows):
     (tmp_path / CONFIG).write_text(json.dumps(CONFIG_DICT))
     (tmp_path / ROWS).write_text("".join(json.dumps(r) + "\n" for r in analysis_rows))
     path = write_report(tmp_path)
     text = path.read_text()
     assert "3 of 4 cases retained" in text
     assert "| delta | 56% [27, 81] n=9 | 67% [21, 94] n=3 |" in text
-    assert "+44 pts" in text and "33% [6, 79] n=3" in text
+    assert "+44.4 pts [+0.0, +66.7] n=3 cases" in text and "33% [6, 79] n=3" in text
     pngs = sorted(p.name for p in tmp_path.glob("*.png"))
-    assert len(pngs) == 4 and all(f"]({name})" in text for name in pngs)
+    assert len(pngs) == 5 and all(f"]({name})" in text for name in pngs)
     assert all((tmp_path / name).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" for name in pngs)
