@@ -74,7 +74,9 @@ class Question:
 
 
 def parse_method(spec: str) -> EditMethod:
-    """`NAME` or `NAME:option=value:...` (tuples joined by `+`): `delta:components=wkv:layers=upper_half`."""
+    """`NAME` or `NAME:option=value:...` (tuples joined by `+`): `delta:components=wkv:layers=upper_half`.
+
+    Each option is tried on its own first, so an error names the option that caused it."""
     name, *options = spec.strip().split(":")
     kwargs = {}
     for option in options:
@@ -82,7 +84,14 @@ def parse_method(spec: str) -> EditMethod:
         if not sep or not key:
             raise ValueError(f"method {spec!r}: option {option!r} is not KEY=VALUE")
         kwargs[key] = _value(value)
-    return get_method(name, **kwargs)
+        try:
+            get_method(name, **{key: kwargs[key]})
+        except (ValueError, TypeError) as err:
+            raise ValueError(f"method {spec!r}: option {key}={value!r}: {err}") from None
+    try:
+        return get_method(name, **kwargs)
+    except (ValueError, TypeError) as err:
+        raise ValueError(f"method {spec!r}: {err}") from None
 
 
 def _value(text: str) -> Any:
