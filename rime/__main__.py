@@ -223,13 +223,6 @@ def parser() -> argparse.ArgumentParser:
     return p
 
 
-def error_message(err: BaseException) -> str:
-    """One line for an expected error: an OS error as `file: reason`, others as they say."""
-    if isinstance(err, OSError) and err.strerror and err.filename:
-        return f"{err.filename}: {err.strerror}"
-    return str(err)
-
-
 def main(argv: Sequence[str] | None = None, *, interrupts: bool = False) -> int:
     """Runs a command; an expected error (bad input, a locked or mismatched run folder, a file that
     cannot be read) becomes one `error: ...` line and exit code 2, a bug keeps its traceback.
@@ -240,7 +233,9 @@ def main(argv: Sequence[str] | None = None, *, interrupts: bool = False) -> int:
     try:
         return args.handler(args)
     except (ValueError, OSError) as err:
-        print(f"error: {error_message(err)}", file=sys.stderr)
+        from rwkv_jax.atomic import error_line
+
+        print(f"error: {error_line(err)}", file=sys.stderr)
         return 2
 
 
