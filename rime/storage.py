@@ -138,8 +138,10 @@ def to_dataset_dict(splits: dict[str, list[Case]]) -> Any:
 
 def write_build(splits: dict[str, list[Case]], out: str | os.PathLike, hf: bool = True) -> list[Path]:
     """Writes `OUT/<split>.jsonl` for every split and, with `hf`, the DatasetDict under `OUT/hf`."""
+    from rwkv_jax.atomic import make_dirs  # imports jax; only writing needs it
+
     out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
+    make_dirs(out)
     written = []
     for name, cases in splits.items():
         write_jsonl(cases, out / f"{name}.jsonl")
