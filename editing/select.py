@@ -53,7 +53,8 @@ def _index(value: int | Iterable[int] | Iterable[bool] | None, what: str) -> Ind
         return (value,)
     if isinstance(value, str) or not isinstance(value, Iterable):
         raise TypeError(f"{what} must be ints or one bool per {what[:-1]}, got {value!r}")
-    items = tuple(np.asarray(list(value)).tolist())
+    # numpy scalars to Python ones, but never through one array: numpy casts [True, 1] to [1, 1]
+    items = tuple(i.item() if isinstance(i, np.generic) else i for i in list(value))
     if items and all(isinstance(i, bool) for i in items):
         return Mask(items)
     if not all(isinstance(i, int) and not isinstance(i, bool) for i in items):

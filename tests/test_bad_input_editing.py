@@ -46,3 +46,9 @@ def test_a_lone_layer_index_selects_that_layer():
         Selection(layers=True)
     with pytest.raises(TypeError, match="layers must be ints or one bool per layer, got 1.5"):
         Selection(layers=1.5)
+
+
+def test_a_list_mixing_bools_and_ints_is_refused_rather_than_cast():
+    with pytest.raises(TypeError, match=r"layers must be ints or one bool per layer, got \[True, 1\]"):
+        Selection(layers=[True, 1])
+    assert Selection(layers=np.array([False, True])).layers == Selection(layers=[False, True]).layers

@@ -84,6 +84,7 @@ def test_method_options_name_the_option_at_fault(tmp_path, capsys):
     for method, message in [
         ("delta:alpha=abc", "error: method 'delta:alpha=abc': option alpha='abc': could not convert"),
         ("delta:layers=1.5", "error: method 'delta:layers=1.5': option layers='1.5': layers must be ints"),
+        ("random:seed=x", "error: method 'random:seed=x': option seed='x': expected int, like the default 0"),
         ("delta:layers=98+99", "error: method delta(layers=(98, 99)): layers [98, 99] out of range for a model "
                                "with 4 layers"),
     ]:
