@@ -141,6 +141,8 @@ class RunFolder:
         self._fd = None
         if writer:
             make_dirs(self.folder)
+            if self.rows_path.exists() and not self.rows_path.is_file():
+                raise RowsError(f"{self.rows_path} is not a file")
             self._fd = _lock(self.folder)
         try:
             self._check_config()
@@ -155,8 +157,8 @@ class RunFolder:
             diff = _differences(recorded, json.loads(json.dumps(self.config)))
             if diff:
                 raise ConfigMismatchError(
-                    f"{self.folder} holds a run with another config:\n  " + "\n  ".join(diff)
-                    + "\nRerun with the original settings, or choose another --out folder.")
+                    f"{self.folder} holds a run with another config ({'; '.join(diff)}); rerun with the "
+                    "original settings, or choose another --out folder")
         elif self.writer:
             _write_atomic(config_path, (json.dumps(self.config, indent=2, sort_keys=True) + "\n").encode())
 
