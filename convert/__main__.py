@@ -1,6 +1,8 @@
 """`python -m convert IN OUT [--dtype fp32|bf16] [--format auto|pth|hf] [--vocab FILE]`.
 
-Argument parsing, a per-tensor progress bar and one call to `convert.convert`.
+Argument parsing, a per-tensor progress bar and one call to `convert.convert`. An expected error
+(a bad or unsafe checkpoint, a path that cannot be written) is one `error: ...` line and exit
+code 1; a bug keeps its traceback.
 """
 
 from __future__ import annotations
@@ -10,8 +12,8 @@ import sys
 
 from tqdm import tqdm
 
-from convert.errors import ConvertError
 from convert.pipeline import convert
+from rwkv_jax.atomic import error_line
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -39,9 +41,9 @@ def main(argv: list[str] | None = None) -> int:
     try:
         out = convert(args.src, args.dst, dtype=args.dtype, format=args.format,
                       vocab=args.vocab, overwrite=args.overwrite, on_tensor=on_tensor)
-    except (ConvertError, OSError) as e:
+    except (ValueError, OSError) as e:  # ConvertError, a damaged rwkv_jax checkpoint, a path
         bar.close()
-        print(f"error: {e}", file=sys.stderr)
+        print(f"error: {error_line(e)}", file=sys.stderr)
         return 1
     bar.close()
     print(f"wrote {out}")

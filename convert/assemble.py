@@ -33,10 +33,10 @@ from convert.keymap import (
     Row,
     Scheme,
     T,
-    count_layers,
     detect_foreign,
     expected_names,
     is_optional,
+    layer_indices,
     layer_name,
 )
 from rwkv_jax.config import Config, lora_rank
@@ -119,15 +119,8 @@ def _leaf(tree: Any, path: str) -> Any:
 Expected = dict[str, tuple[Row, int | None]]  # name -> (table row, layer or None)
 
 
-def _check_keys(source: TensorSource, scheme: Scheme) -> tuple[Expected, int]:
-    keys = source.keys()
-    if foreign := detect_foreign(keys):
-        family, examples = foreign
-        raise NotX070Error(
-            f"{source.label}: detected {family} (keys such as {', '.join(examples)}); "
-            "only RWKV-7 x070 checkpoints can be converted"
-        )
-    n_layer = max(count_layers(scheme, keys), 1)
+def _mismatch(scheme: Scheme, keys: list[str], n_layer: int) -> tuple[Expected, set[str], set[str]]:
+    """(the names an `n_layer` model holds, which of them `keys` lacks, which keys it does not know)."""
     expected = expected_names(scheme, n_layer)
     present = set(keys)
     missing = {
@@ -136,8 +129,28 @@ def _check_keys(source: TensorSource, scheme: Scheme) -> tuple[Expected, int]:
     optional = [n for n, (row, i) in expected.items() if is_optional(row, i)]
     if any(n in present for n in optional):  # all of layer 0's v LoRA or none of it
         missing |= {n for n in optional if n not in present}
-    if missing or present - expected.keys():
-        raise KeyMismatchError(source.label, missing=missing, unexpected=present - expected.keys())
+    return expected, missing, present - expected.keys()
+
+
+def _check_keys(source: TensorSource, scheme: Scheme) -> tuple[Expected, int]:
+    """The table rows of every key and the layer count. L is the count the keys fit best (fewest
+    missing plus unexpected keys; ties go to the deeper model), so one stray `blocks.7.*` key in a
+    2-layer file is reported as one unexpected key, not as six missing layers."""
+    keys = source.keys()
+    if foreign := detect_foreign(keys):
+        family, examples = foreign
+        raise NotX070Error(
+            f"{source.label}: detected {family} (keys such as {', '.join(examples)}); "
+            "only RWKV-7 x070 checkpoints can be converted"
+        )
+    # A model of L layers has more than L keys, so deeper candidates cannot fit better.
+    candidates = {1} | {i + 1 for i in layer_indices(scheme, keys) if i < len(keys)}
+    fits = {n: _mismatch(scheme, keys, n) for n in candidates}
+    n_layer = min(fits, key=lambda n: (len(fits[n][1]) + len(fits[n][2]), -n))
+    expected, missing, unexpected = fits[n_layer]
+    if missing or unexpected:
+        label = f"{source.label} (read as a {n_layer}-layer model)"
+        raise KeyMismatchError(label, missing=missing, unexpected=unexpected)
     return expected, n_layer
 
 
@@ -225,7 +238,11 @@ def _copy_in(slot: np.ndarray, array: np.ndarray, layout: Layout, label: str, ke
         pages.release(block)
         if not np.isfinite(target[start : start + rows]).all():
             bad = int(np.count_nonzero(~np.isfinite(array)))
-            raise NonFiniteError(f"{label}: {key} holds {bad} NaN/Inf values")
+            if bad:
+                raise NonFiniteError(f"{label}: {key} holds {bad} NaN/Inf values")
+            over = int(np.count_nonzero(~np.isfinite(np.asarray(array, slot.dtype))))
+            raise NonFiniteError(f"{label}: {key} holds {over} values beyond the range of {slot.dtype} "
+                                 f"(they would become Inf); convert it to a wider dtype")
 
 
 def read_params(

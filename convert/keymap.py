@@ -105,10 +105,10 @@ def layer_name(scheme: Scheme, row: Row, i: int) -> str:
     return LAYER_PREFIX[scheme].format(i=i) + row.name(scheme)
 
 
-def count_layers(scheme: Scheme, keys: Iterable[str]) -> int:
-    """L = 1 + the highest block index among the keys (0 when there are none)."""
-    indices = [int(m.group(1)) for k in keys if (m := _LAYER_INDEX[scheme].match(k))]
-    return max(indices, default=-1) + 1
+def layer_indices(scheme: Scheme, keys: Iterable[str]) -> set[int]:
+    """Every block index the keys name."""
+    return {int(m.group(1)) for k in keys if (m := _LAYER_INDEX[scheme].match(k))}
+
 
 
 def expected_names(scheme: Scheme, n_layer: int) -> dict[str, tuple[Row, int | None]]:

@@ -16,6 +16,7 @@ from convert.errors import UnsupportedFormatError, VocabMismatchError
 from convert.hf import INDEX, SINGLE, read_hf, write_hf
 from convert.pth import read_pth, write_pth
 from rwkv_jax import checkpoint
+from rwkv_jax.atomic import check_parents
 from rwkv_jax.tokenizer import WORLD_VOCAB, load_tokenizer
 
 Format = Literal["auto", "pth", "hf"]
@@ -65,6 +66,7 @@ def convert(
     defaults to the source's.
     """
     src, dst = Path(src), Path(dst)
+    check_parents(dst)
     if dst.exists() and not overwrite:
         raise FileExistsError(f"{dst} exists; pass overwrite=True to replace it")
     if src.is_dir() and _is_rwkv_jax_checkpoint(src):

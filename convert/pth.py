@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 import pickle
+import zipfile
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -23,6 +24,7 @@ from convert.errors import (
     UnsafeCheckpointError,
     UnsupportedFormatError,
 )
+from rwkv_jax.atomic import make_dirs
 from rwkv_jax.config import Config
 from rwkv_jax.params import Params
 
@@ -30,6 +32,74 @@ if TYPE_CHECKING:
     import torch
 
 _ZIP_MAGIC = b"PK\x03\x04"  # torch.save has written zip archives since torch 1.6
+
+
+# Bytes per element of the storage types torch.save names in its pickle.
+_ITEMSIZE = {"DoubleStorage": 8, "FloatStorage": 4, "HalfStorage": 2, "BFloat16Storage": 2, "LongStorage": 8,
+             "IntStorage": 4, "ShortStorage": 2, "CharStorage": 1, "ByteStorage": 1, "BoolStorage": 1,
+             "UntypedStorage": 1}
+
+
+class _Storage:
+    """A storage as the pickle declares it: its zip record and size in bytes."""
+
+    def __init__(self, key: str, nbytes: int | None):
+        self.key, self.nbytes = key, nbytes
+
+
+class _Call(dict):
+    """Stands in for every global the pickle names, so reading it runs no code: records the call's
+    arguments, and takes dict items (the state dict itself) and state."""
+
+    def __init__(self, *args: object, **_: object):
+        super().__init__()
+        self.args = args
+
+    def __setstate__(self, _: object) -> None:
+        pass
+
+
+class _StorageReader(pickle.Unpickler):
+    """The pickle of a `.pth` read for its storage declarations only (no object is built)."""
+
+    def find_class(self, module: str, name: str) -> object:
+        if module == "torch" and name.endswith("Storage"):
+            return name
+        return _Call
+
+    def persistent_load(self, pid: object) -> _Storage:
+        _, kind, key, _, numel = pid  # ("storage", storage type, record key, location, element count)
+        itemsize = _ITEMSIZE.get(kind) if isinstance(kind, str) else None
+        return _Storage(str(key), numel * itemsize if itemsize and isinstance(numel, int) else None)
+
+
+def _storage_of(value: object, depth: int = 0) -> _Storage | None:
+    if isinstance(value, _Storage):
+        return value
+    if isinstance(value, _Call) and depth < 4:
+        return next((s for a in value.args if (s := _storage_of(a, depth + 1))), None)
+    return None
+
+
+def _check_records(path: Path, names: list[str]) -> None:
+    """Every tensor's zip record holds as many bytes as its pickle declares: torch's memory-mapped
+    load does not check, and reads a short record's missing bytes from whatever follows it."""
+    with zipfile.ZipFile(path) as archive:
+        pkl = next(n for n in archive.namelist() if n.endswith("/data.pkl") or n == "data.pkl")
+        root = pkl[: -len("data.pkl")]
+        state = _StorageReader(archive.open(pkl)).load()
+        sizes = {i.filename: i.file_size for i in archive.infolist()}
+    for name in names:
+        storage = _storage_of(state.get(name)) if isinstance(state, dict) else None
+        if storage is None or storage.nbytes is None:
+            continue
+        record = f"{root}data/{storage.key}"
+        if sizes.get(record) != storage.nbytes:
+            held = "is missing" if record not in sizes else f"holds {sizes[record]} bytes"
+            raise CorruptCheckpointError(
+                f"{path}: {name}: zip record {record} {held}, but the pickle declares a storage of "
+                f"{storage.nbytes} bytes (a damaged or hand-edited archive)"
+            )
 
 
 def _load_state_dict(path: Path) -> dict[str, torch.Tensor]:
@@ -45,10 +115,12 @@ def _load_state_dict(path: Path) -> dict[str, torch.Tensor]:
         state = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
     except pickle.UnpicklingError as e:
         if "weights only" in str(e).lower():
+            # torch's message also advises retrying with weights_only=False: never for this file
+            what = next((line.strip() for line in str(e).splitlines() if "GLOBAL" in line), "")
             raise UnsafeCheckpointError(
-                f"{path}: the pickle asks for objects other than tensors and was not loaded "
-                f"(a checkpoint should hold only tensors): {str(e).splitlines()[0]}"
-            ) from e
+                f"{path}: the pickle asks for objects other than tensors and was not loaded; a "
+                f"checkpoint holds only tensors, so do not load this file at all{': ' + what if what else ''}"
+            ) from None
         raise CorruptCheckpointError(f"{path}: corrupt pickle: {e}") from e
     except (RuntimeError, EOFError, OSError, ValueError) as e:
         raise CorruptCheckpointError(f"{path}: truncated or corrupt torch archive: {e}") from e
@@ -59,6 +131,7 @@ def _load_state_dict(path: Path) -> dict[str, torch.Tensor]:
         raise UnsupportedFormatError(
             f"{path}: expected a flat state dict {{name: tensor}}; not tensors: {nested[:5]}"
         )
+    _check_records(path, list(state))
     return state
 
 
@@ -142,6 +215,7 @@ def write_pth(
     if path.suffix != ".pth":  # the official loader appends ".pth" to the name it is given
         raise UnsupportedFormatError(f"{path}: an official checkpoint file name ends in .pth")
     planned = plan_tensors(params, "pth", dtype=dtype, layer0_v=layer0_v, on_tensor=on_tensor)
+    make_dirs(path.parent)
     state = {p.name: _to_torch(p.make()) for p in planned}
     partial = path.with_name(f".{path.name}.partial")
     try:

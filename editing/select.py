@@ -25,16 +25,38 @@ SPANS: dict[str, tuple[float, float]] = {
     "top_quarter": (0.75, 1.0),
 }
 
-Index = tuple[int, ...] | tuple[bool, ...]
+class Mask(tuple):
+    """One bool per layer or head. Unlike a plain tuple it never equals (or hashes like) an index
+    list: `(True, False) == (1, 0)` in Python, and a mask cached under one would serve the other."""
+
+    __slots__ = ()
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, Mask) and tuple.__eq__(self, other)
+
+    def __ne__(self, other: object) -> bool:
+        return not self == other
+
+    def __hash__(self) -> int:
+        return hash((Mask, tuple(self)))
 
 
-def _index(value: Iterable[int] | Iterable[bool] | None, what: str) -> Index | None:
-    """A hashable index list: ints (negative counts from the end) or one bool per layer/head."""
+Index = tuple[int, ...] | Mask
+
+
+def _index(value: int | Iterable[int] | Iterable[bool] | None, what: str) -> Index | None:
+    """A hashable index list: ints (negative counts from the end; a lone int is one index), or a
+    `Mask` of one bool per layer/head."""
     if value is None:
         return None
-    items = tuple(np.asarray(list(value)).tolist())
-    if all(isinstance(i, bool) for i in items):
-        return items
+    if isinstance(value, int) and not isinstance(value, bool):
+        return (value,)
+    if isinstance(value, str) or not isinstance(value, Iterable):
+        raise TypeError(f"{what} must be ints or one bool per {what[:-1]}, got {value!r}")
+    # numpy scalars to Python ones, but never through one array: numpy casts [True, 1] to [1, 1]
+    items = tuple(i.item() if isinstance(i, np.generic) else i for i in list(value))
+    if items and all(isinstance(i, bool) for i in items):
+        return Mask(items)
     if not all(isinstance(i, int) and not isinstance(i, bool) for i in items):
         raise TypeError(f"{what} must be ints or one bool per {what[:-1]}, got {value!r}")
     return items
@@ -44,7 +66,7 @@ def _resolve(index: Index | None, size: int, what: str) -> np.ndarray:
     """Boolean mask `[size]` for an index list; raises if it does not fit `size`."""
     if index is None:
         return np.ones(size, bool)
-    if index and isinstance(index[0], bool):
+    if isinstance(index, Mask):
         if len(index) != size:
             raise ValueError(f"{what} mask has {len(index)} entries but the model has {size}")
         return np.asarray(index, bool)
@@ -69,8 +91,8 @@ class Selection:
     """A subset of a state's layers, components and (for `wkv`) heads. Hashable and immutable.
 
     Attributes:
-      layers: None (all), a `SPANS` name, layer indices (e.g. `range(16, 32)`, negative counts
-        from the end) or one bool per layer.
+      layers: None (all), a `SPANS` name, layer indices (e.g. `range(16, 32)` or a lone `3`,
+        negative counts from the end) or one bool per layer (kept as a `Mask`).
       components: a component name or several, out of `("wkv", "att_shift", "ffn_shift")`, or
         "all".
       heads: None (all) or head indices / one bool per head. Applies to `wkv` only: the

@@ -13,13 +13,20 @@ Each command is one `add_*` function in `COMMANDS`; further commands register th
 from __future__ import annotations
 
 import argparse
+import os
+import signal
+import socket
 import sys
+import threading
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
+from rime.errors import CaseError
 from rime.sampling import DEFAULT_SEED, DEV_SIZE, TEST_SIZE, build_splits, summary
-from rime.storage import BUNDLED_SPLITS, check_jsonl, load, write_build
+from rime.storage import BUNDLED_SPLITS, check_jsonl, filler_warnings, load, locate, write_build
 from rime.turns import FILLER_MODES
+
+INTERRUPTED = 130  # the shell's code for a process ended by SIGINT
 
 
 def _build(args: argparse.Namespace) -> int:
@@ -53,10 +60,12 @@ def _validate(args: argparse.Namespace) -> int:
             count, problems = check_jsonl(path)
         except OSError as err:
             count, problems = 0, [f"{path}: cannot read: {err.strerror}"]
-        for problem in problems:
-            print(problem, file=sys.stderr)
+        warnings = filler_warnings(path) if count else []
+        for message in problems + warnings:
+            print(message, file=sys.stderr)
         failed |= bool(problems)
-        print(f"{path}: {count} valid cases, {len(problems)} problems")
+        print(f"{path}: {count} valid cases, {len(problems)} problems"
+              + (f", {len(warnings)} warnings" if warnings else ""))
     return 1 if failed else 0
 
 
@@ -89,7 +98,40 @@ def default_out(model: str, source: str, limit: int | None) -> Path:
     return Path("runs") / name
 
 
+def exit_on_interrupt(message: Callable[[], str]) -> None:
+    """Makes Ctrl-C end the process promptly with exit code 130, printing `message()`.
+
+    Python runs signal handlers only between bytecodes of the main thread, which may sit for
+    minutes inside an XLA compile; and a KeyboardInterrupt raised in the middle of one has crashed
+    the process. So the handler does nothing itself: the signal wakes a thread (through
+    `signal.set_wakeup_fd`), which waits for any rows write in progress and calls `os._exit`.
+    Every appended group is already on disk, and a resumed run continues after it.
+    """
+    from rime import rows
+
+    wake, wakeup = socket.socketpair()
+    wakeup.setblocking(False)
+    signal.set_wakeup_fd(wakeup.fileno(), warn_on_full_buffer=False)
+    signal.signal(signal.SIGINT, lambda *_: None)
+
+    def watch(wake: socket.socket, _wakeup: socket.socket) -> None:  # holds both ends open
+        while wake.recv(1) != bytes([signal.SIGINT]):
+            pass
+        with rows.WRITING:
+            sys.stderr.write(f"\n{message()}\n")
+            sys.stderr.flush()
+            os._exit(INTERRUPTED)
+
+    threading.Thread(target=watch, args=(wake, wakeup), name="rime-interrupt", daemon=True).start()
+
+
 def _run(args: argparse.Namespace) -> int:
+    source = args.cases or args.split
+    out = Path(args.out) if args.out else default_out(args.model, source, args.limit)
+    if args.interrupts:
+        exit_on_interrupt(lambda: f"interrupted: the rows of every finished case are in {out}; "
+                          "run the same command to resume")
+
     import jax
     from tqdm import tqdm
 
@@ -97,21 +139,14 @@ def _run(args: argparse.Namespace) -> int:
     from rime.protocol import HEADLINE_FILLERS, HEADLINE_METHODS, Spec
     from rime.report import headline_summary, write_report
     from rime.report import load as load_run
-    from rime.rows import ConfigMismatchError
     from rime.runner import run
 
-    source = args.cases or args.split
-    out = Path(args.out) if args.out else default_out(args.model, source, args.limit)
-    try:
-        methods = _names(args.methods) if args.methods else HEADLINE_METHODS
-        fillers = tuple(args.filler if args.filler is not None else HEADLINE_FILLERS)
-        spec = Spec.build(methods, fillers=fillers, modes=tuple(_names(args.modes)),
-                          max_new_tokens=args.max_new_tokens, seed=args.seed)
-        cases = load(source)[: args.limit]
-        model = rwkv_jax.load(args.model)
-    except (ValueError, FileNotFoundError) as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 2
+    methods = _names(args.methods) if args.methods else HEADLINE_METHODS
+    fillers = tuple(args.filler if args.filler is not None else HEADLINE_FILLERS)
+    spec = Spec.build(methods, fillers=fillers, modes=tuple(_names(args.modes)),
+                      max_new_tokens=args.max_new_tokens, seed=args.seed)
+    cases = load(source)[: args.limit]
+    model = rwkv_jax.load(args.model)
     devices = jax.devices()
     print(f"{out}: {len(cases)} cases from {source}, model {args.model}, {len(devices)} {devices[0].platform} "
           f"device(s), batch size {args.batch_size}")
@@ -129,9 +164,9 @@ def _run(args: argparse.Namespace) -> int:
 
     try:
         run(out, model, args.model, cases, source, spec, batch_size=args.batch_size, on_start=start, on_rows=rows)
-    except ConfigMismatchError as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 2
+    except CaseError as err:  # refused by `rime.runner.check` before anything was written
+        err.where = locate(source, err.case_id)
+        raise
     finally:
         for bar in bars:
             bar.close()
@@ -165,11 +200,7 @@ def _report(args: argparse.Namespace) -> int:
     from rime.report import headline_summary, write_report
     from rime.report import load as load_run
 
-    try:
-        path = write_report(args.folder)
-    except (ValueError, FileNotFoundError) as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 2
+    path = write_report(args.folder)
     print(headline_summary(load_run(args.folder)))
     print(f"wrote {path}")
     return 0
@@ -192,10 +223,21 @@ def parser() -> argparse.ArgumentParser:
     return p
 
 
-def main(argv: Sequence[str] | None = None) -> int:
+def main(argv: Sequence[str] | None = None, *, interrupts: bool = False) -> int:
+    """Runs a command; an expected error (bad input, a locked or mismatched run folder, a file that
+    cannot be read) becomes one `error: ...` line and exit code 2, a bug keeps its traceback.
+    `interrupts`: Ctrl-C ends a run at once with exit code 130 (`exit_on_interrupt`; the command line
+    only, since it takes over the process's SIGINT)."""
     args = parser().parse_args(argv)
-    return args.handler(args)
+    args.interrupts = interrupts
+    try:
+        return args.handler(args)
+    except (ValueError, OSError) as err:
+        from rwkv_jax.atomic import error_line
+
+        print(f"error: {error_line(err)}", file=sys.stderr)
+        return 2
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(main(interrupts=True))

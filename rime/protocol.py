@@ -81,7 +81,9 @@ class Question:
 
 
 def parse_method(spec: str) -> EditMethod:
-    """`NAME` or `NAME:option=value:...` (tuples joined by `+`): `delta:components=wkv:layers=upper_half`."""
+    """`NAME` or `NAME:option=value:...` (tuples joined by `+`): `delta:components=wkv:layers=upper_half`.
+
+    Each option is tried on its own first, so an error names the option that caused it."""
     name, *options = spec.strip().split(":")
     kwargs = {}
     for option in options:
@@ -89,7 +91,21 @@ def parse_method(spec: str) -> EditMethod:
         if not sep or not key:
             raise ValueError(f"method {spec!r}: option {option!r} is not KEY=VALUE")
         kwargs[key] = _value(value)
-    return get_method(name, **kwargs)
+        try:
+            method = get_method(name, **{key: kwargs[key]})
+            default = next(f.default for f in dataclasses.fields(method) if f.name == key)
+            if type(default) in _KINDS and not isinstance(kwargs[key], _KINDS[type(default)]):
+                raise ValueError(f"expected {_KINDS[type(default)][-1].__name__}, like the default {default!r}")
+        except (ValueError, TypeError) as err:
+            raise ValueError(f"method {spec!r}: option {key}={value!r}: {err}") from None
+    try:
+        return get_method(name, **kwargs)
+    except (ValueError, TypeError) as err:
+        raise ValueError(f"method {spec!r}: {err}") from None
+
+
+# What an option parsed from text must be, by the type of its default (an int option takes no float).
+_KINDS: dict[type, tuple[type, ...]] = {int: (int,), float: (int, float), str: (str,)}
 
 
 def _value(text: str) -> Any:

@@ -17,10 +17,12 @@ from importlib import metadata
 import jax
 import numpy as np
 
+from editing import Selection
 from rime.evaluate import DEFAULT_BATCH, Evaluator
 from rime.protocol import Spec, row_keys
 from rime.rows import RunFolder
 from rime.schema import Case
+from rime.turns import filler_turns
 from rwkv_jax.chat import STOP
 from rwkv_jax.checkpoint import Model
 
@@ -69,32 +71,52 @@ class Progress:
     todo: int
 
 
+def check(model: Model, cases: Sequence[Case], spec: Spec) -> None:
+    """Refuses, before anything is written, what would otherwise fail mid-run: repeated case ids,
+    a method's layer or head selection that does not fit the model, a case that the filler modes
+    cannot serve (a `CaseError` naming the case and field)."""
+    ids = [c.id for c in cases]
+    if len(set(ids)) != len(ids):
+        raise ValueError("case ids repeat; a run needs unique ids to resume")
+    for method in spec.methods:
+        select = getattr(method, "select", None)
+        if isinstance(select, Selection):
+            try:
+                select.masks(model.cfg.n_layer, model.cfg.n_head)
+            except ValueError as err:
+                raise ValueError(f"method {method.label}: {err}") from None
+    if max(spec.fillers) > 0:
+        for case in cases:
+            for mode in spec.modes:
+                filler_turns(case, mode, max(spec.fillers))
+
+
 def run(out: str | os.PathLike, model: Model, model_ref: str, cases: Sequence[Case], source: str, spec: Spec,
         *, batch_size: int = DEFAULT_BATCH, devices: Sequence[jax.Device] | None = None,
         on_start: Callable[[Progress], None] | None = None,
         on_rows: Callable[[int], None] | None = None) -> RunFolder:
-    """Evaluates every case not yet finished in `out` and appends its rows there.
+    """Evaluates every case not yet finished in `out` and appends its rows there; returns the
+    folder, closed.
 
-    `on_start` hears the row counts once the folder is read; `on_rows` hears each appended group's
-    row count. With several processes (`jax.distributed`), every process runs the same call and
-    process 0 writes.
+    Everything is checked (`check`) before the folder is touched, and the folder is locked while
+    the run writes: a second run on it raises `rime.rows.RunLockedError`. `on_start` hears the row
+    counts once the folder is read; `on_rows` hears each appended group's row count. With several
+    processes (`jax.distributed`), every process runs the same call and process 0 writes.
     """
-    ids = [c.id for c in cases]
-    if len(set(ids)) != len(ids):
-        raise ValueError("case ids repeat; a run needs unique ids to resume")
-    folder = RunFolder(out, run_config(model, model_ref, cases, source, spec))
-    expected = {c.id: len(row_keys(c, spec)) for c in cases}
-    finished = folder.finished(expected)
-    todo = [c for c in cases if c.id not in finished]
-    if on_start:
-        on_start(Progress(done=sum(expected[i] for i in finished), todo=sum(expected[c.id] for c in todo)))
-    if not todo:
-        return folder
+    check(model, cases, spec)
     writer = jax.process_index() == 0
-    for group in Evaluator(model, spec, batch_size=batch_size, devices=devices).run(todo):
-        rows = [row for _, case_rows in group for row in case_rows]
-        if writer:
-            folder.append(rows)
-        if on_rows:
-            on_rows(len(rows))
+    with RunFolder(out, run_config(model, model_ref, cases, source, spec), writer=writer) as folder:
+        expected = {c.id: len(row_keys(c, spec)) for c in cases}
+        finished = folder.finished(expected)
+        todo = [c for c in cases if c.id not in finished]
+        if on_start:
+            on_start(Progress(done=sum(expected[i] for i in finished), todo=sum(expected[c.id] for c in todo)))
+        if not todo:
+            return folder
+        for group in Evaluator(model, spec, batch_size=batch_size, devices=devices).run(todo):
+            rows = [row for _, case_rows in group for row in case_rows]
+            if writer:
+                folder.append(rows)
+            if on_rows:
+                on_rows(len(rows))
     return folder

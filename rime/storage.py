@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import os
+import sys
 from collections.abc import Iterable, Iterator
 from importlib import resources
 from pathlib import Path
@@ -17,6 +18,7 @@ from typing import Any
 
 from rime.errors import CaseError
 from rime.schema import Case
+from rime.turns import FILLER_MODES, MAX_FILLER_TURNS, filler_turns
 
 BUNDLED_SPLITS = ("test", "dev")
 HF_DIRNAME = "hf"
@@ -31,34 +33,45 @@ def write_jsonl(cases: Iterable[Case], path: str | os.PathLike) -> None:
     Path(path).write_text("".join(line + "\n" for line in lines), encoding="utf-8")
 
 
-def _parse(text: str, label: str) -> Iterator[Case | ValueError]:
-    """Each non-blank line as a case, or as the error that rejects it."""
+def _parse(data: bytes, label: str) -> Iterator[tuple[int, Case | ValueError]]:
+    """Each non-blank line's number and its case, or the error that rejects it. Lines end at `\\n` only:
+    JSON strings may hold U+2028, U+2029 or U+0085, which `str.splitlines` would split at."""
     first_line: dict[str, int] = {}
-    for n, line in enumerate(text.splitlines(), 1):
-        if not line.strip():
-            continue
+    for n, raw in enumerate(data.split(b"\n"), 1):
         where = f"{label}:{n}"
         try:
-            case = Case.from_dict(json.loads(line))
-        except json.JSONDecodeError as err:
-            yield FormatError(f"{where}: invalid JSON: {err}")
+            line = raw.decode("utf-8")
+        except UnicodeDecodeError as err:
+            yield n, FormatError(f"{where}: not UTF-8 text: byte 0x{raw[err.start]:02x} at column {err.start + 1}")
             continue
+        if not line.strip():
+            continue
+        try:
+            record = json.loads(line)
+        except (ValueError, RecursionError) as err:  # JSONDecodeError, an integer past the digit limit
+            reason = ("nested too deeply" if isinstance(err, RecursionError) else
+                      f"an integer longer than {sys.get_int_max_str_digits()} digits" if "Exceeds the limit" in str(err)
+                      else str(err))
+            yield n, FormatError(f"{where}: invalid JSON: {reason}")
+            continue
+        try:
+            case = Case.from_dict(record)
         except CaseError as err:
             err.where = where
-            yield err
+            yield n, err
             continue
         if case.id in first_line:
-            yield FormatError(f"{where}: case id {case.id!r} already used on line {first_line[case.id]}")
+            yield n, FormatError(f"{where}: case id {case.id!r} already used on line {first_line[case.id]}")
             continue
         first_line[case.id] = n
-        yield case
+        yield n, case
     if not first_line:
-        yield FormatError(f"{label}: no cases")
+        yield 0, FormatError(f"{label}: no cases")
 
 
-def _read_jsonl_text(text: str, label: str) -> list[Case]:
+def _read_jsonl_bytes(data: bytes, label: str) -> list[Case]:
     cases = []
-    for item in _parse(text, label):
+    for _, item in _parse(data, label):
         if isinstance(item, ValueError):
             raise item
         cases.append(item)
@@ -67,13 +80,26 @@ def _read_jsonl_text(text: str, label: str) -> list[Case]:
 
 def read_jsonl(path: str | os.PathLike) -> list[Case]:
     """All cases of a JSONL file; raises the first problem (a `CaseError` carries file:line)."""
-    return _read_jsonl_text(Path(path).read_text(encoding="utf-8"), str(path))
+    return _read_jsonl_bytes(Path(path).read_bytes(), str(path))
 
 
 def check_jsonl(path: str | os.PathLike) -> tuple[int, list[str]]:
     """(valid cases, every problem as a message) for a JSONL file of cases."""
-    items = list(_parse(Path(path).read_text(encoding="utf-8"), str(path)))
+    items = [item for _, item in _parse(Path(path).read_bytes(), str(path))]
     return sum(isinstance(i, Case) for i in items), [str(i) for i in items if isinstance(i, ValueError)]
+
+
+def filler_warnings(path: str | os.PathLike) -> list[str]:
+    """For every valid case of a JSONL file that some filler mode cannot serve (no adversarial
+    fillers for its property, too few that avoid its facts), why: `rime run` refuses it in that mode."""
+    warnings = []
+    for n, item in _parse(Path(path).read_bytes(), str(path)):
+        for mode in FILLER_MODES if isinstance(item, Case) else ():
+            try:
+                filler_turns(item, mode, MAX_FILLER_TURNS)
+            except CaseError as err:
+                warnings.append(f"{path}:{n}: warning: {err}")
+    return warnings
 
 
 def features() -> Any:
@@ -112,8 +138,10 @@ def to_dataset_dict(splits: dict[str, list[Case]]) -> Any:
 
 def write_build(splits: dict[str, list[Case]], out: str | os.PathLike, hf: bool = True) -> list[Path]:
     """Writes `OUT/<split>.jsonl` for every split and, with `hf`, the DatasetDict under `OUT/hf`."""
+    from rwkv_jax.atomic import make_dirs  # imports jax; only writing needs it
+
     out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
+    make_dirs(out)
     written = []
     for name, cases in splits.items():
         write_jsonl(cases, out / f"{name}.jsonl")
@@ -147,19 +175,37 @@ def _read_saved(path: Path, split: str | None) -> list[Case]:
     return cases
 
 
+def _jsonl(path_or_split: str | os.PathLike) -> tuple[bytes, str] | None:
+    """A bundled split's or a JSONL file's bytes and label; None for a `save_to_disk` folder."""
+    if isinstance(path_or_split, str) and path_or_split in BUNDLED_SPLITS:
+        data = resources.files("rime").joinpath("data", f"{path_or_split}.jsonl").read_bytes()
+        return data, f"rime/data/{path_or_split}.jsonl"
+    path = Path(path_or_split)
+    if path.is_file():
+        return path.read_bytes(), str(path)
+    return None
+
+
 def load(path_or_split: str | os.PathLike, split: str | None = None) -> list[Case]:
     """Cases from a bundled split name (`"test"`, `"dev"`), a JSONL file, or a `save_to_disk` folder
     (a DatasetDict: all splits in order, or only `split`). Bundled names win over same-named paths;
     write `./test` for a local file called `test`."""
-    if isinstance(path_or_split, str) and path_or_split in BUNDLED_SPLITS:
-        text = resources.files("rime").joinpath("data", f"{path_or_split}.jsonl").read_text("utf-8")
-        return _read_jsonl_text(text, f"rime/data/{path_or_split}.jsonl")
     path = Path(path_or_split)
-    if path.is_dir():
+    if path.is_dir() and not (isinstance(path_or_split, str) and path_or_split in BUNDLED_SPLITS):
         return _read_saved(path, split)
+    jsonl = _jsonl(path_or_split)
+    if jsonl is not None and split is None:
+        return _read_jsonl_bytes(*jsonl)
     if split is not None:
         raise ValueError("`split` only selects a split of a saved DatasetDict folder")
-    if path.is_file():
-        return read_jsonl(path)
     raise FileNotFoundError(f"{path_or_split!r} is neither a bundled split {BUNDLED_SPLITS}, a JSONL file "
                             "nor a save_to_disk folder")
+
+
+def locate(path_or_split: str | os.PathLike, case_id: str) -> str:
+    """Where a case of `load(path_or_split)` was read (`file:line`), for messages about it."""
+    jsonl = _jsonl(path_or_split)
+    if jsonl is None:
+        return str(path_or_split)
+    found = (n for n, item in _parse(*jsonl) if isinstance(item, Case) and item.id == case_id)
+    return f"{jsonl[1]}:{next(found, '?')}"

@@ -8,6 +8,7 @@ import random
 from collections.abc import Iterable, Sequence
 
 from rime.content import Filler, content
+from rime.errors import FieldValueError
 from rime.schema import Case
 
 FILLER_MODES = ("neutral", "adversarial")
@@ -61,9 +62,13 @@ def filler_turns(case: Case, mode: str, k: int) -> list[Message]:
     """
     if not 0 <= k <= MAX_FILLER_TURNS:
         raise ValueError(f"k must be in 0..{MAX_FILLER_TURNS}, got {k}")
+    if mode == "adversarial" and case.property not in content().adversarial_fillers:
+        raise FieldValueError(case.id, "property", f"no adversarial fillers are written for {case.property!r} "
+                              f"(only for {sorted(content().adversarial_fillers)}); run it with --modes neutral")
     usable = avoiding(filler_pool(mode, case.property), case_words(case))
     if len(usable) < MAX_FILLER_TURNS:
-        raise ValueError(f"case {case.id!r}: only {len(usable)} {mode} fillers avoid its facts")
+        raise FieldValueError(case.id, "property", f"only {len(usable)} {mode} fillers avoid the case's names "
+                              f"and values; {MAX_FILLER_TURNS} are needed")
     chosen = random.Random(f"fillers:{case.id}:{mode}").sample(usable, MAX_FILLER_TURNS)
     return [m for f in chosen[:k] for m in (("user", f.user), ("assistant", f.assistant))]
 

@@ -5,7 +5,7 @@
 """
 
 from rwkv_jax.chat import chat_prompt, strip_think
-from rwkv_jax.checkpoint import Model, save
+from rwkv_jax.checkpoint import CheckpointError, Model, save
 from rwkv_jax.checkpoint import load_model as load
 from rwkv_jax.config import Config
 from rwkv_jax.generate import Generation, generate
@@ -17,6 +17,7 @@ from rwkv_jax.tokenizer import Tokenizer, load_tokenizer, world_tokenizer
 
 __all__ = [
     "GREEDY",
+    "CheckpointError",
     "Config",
     "Generation",
     "Model",

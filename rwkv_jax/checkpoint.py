@@ -1,14 +1,22 @@
 """Saving and loading models with orbax. Every orbax call in the project lives here.
 
 A checkpoint is a directory:
-    meta.json   {"format": 1, "config": {...}, "dtype": "float32", "vocab": "<name or file>"}
+    meta.json   {"format": 1, "config": {...}, "dtype": "float32", "vocab": "<name or file>",
+                 "sha256": {"<param path>": "<hex digest of the array's bytes>", ...}}
     vocab.txt   (only for a vocab that is not bundled with the package)
     params/     the params pytree, written by orbax
+
+`load` checks every restored array against its recorded SHA-256, so a flipped byte in `params/`
+is refused rather than read as a weight. Hashing runs at about 1.5 GB/s on one CPU core (SHA-NI):
+~10 ms of a ~0.15 s load for the bundled model (7 MB), ~4 s for a 1.5B fp32 model (6 GB);
+`verify=False` skips it.
+Checkpoints written before checksums existed (no "sha256" in meta.json) load unverified.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import json
 import os
 import shutil
@@ -17,6 +25,7 @@ from pathlib import Path
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 import orbax.checkpoint as ocp
 
 from rwkv_jax.atomic import atomic_directory
@@ -27,6 +36,10 @@ from rwkv_jax.tokenizer import WORLD_VOCAB, Tokenizer, load_tokenizer, save_voca
 FORMAT = 1
 META = "meta.json"
 VOCAB_FILE = "vocab.txt"
+
+
+class CheckpointError(ValueError):
+    """A checkpoint directory that cannot be read as it is: damaged, truncated or hand-edited."""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -43,6 +56,15 @@ def _dtype_name(params: Params) -> str:
     if len(dtypes) != 1:
         raise ValueError(f"params mix dtypes {sorted(dtypes)}; cast them to one dtype before saving")
     return dtypes.pop()
+
+
+def checksums(params: Params) -> dict[str, str]:
+    """SHA-256 of every leaf's bytes, by its dotted path (`blocks.att.w1`)."""
+    out = {}
+    for path, leaf in jax.tree_util.tree_flatten_with_path(params)[0]:
+        name = ".".join(str(getattr(k, "key", k)) for k in path)
+        out[name] = hashlib.sha256(np.ascontiguousarray(leaf).view(np.uint8).data).hexdigest()
+    return out
 
 
 def save(
@@ -75,6 +97,7 @@ def save(
             "config": dataclasses.asdict(cfg),
             "dtype": _dtype_name(params),
             "vocab": vocab,
+            "sha256": checksums(params),
         }
         (tmp / META).write_text(json.dumps(meta, indent=2, sort_keys=True))
         # Synchronous, uncompressed, at most 1 GB in flight: a multi-GB model is written without
@@ -85,21 +108,55 @@ def save(
     return Path(path).absolute()
 
 
+_META_FIELDS = {"format": int, "config": dict, "dtype": str, "vocab": str}
+
+
 def read_meta(path: str | os.PathLike) -> dict:
+    """meta.json, checked field by field; a damaged one raises `CheckpointError` naming the field."""
     meta_path = Path(path) / META
     if not meta_path.is_file():
         raise FileNotFoundError(f"{path} is not an rwkv_jax checkpoint (no {META})")
-    meta = json.loads(meta_path.read_text())
+    try:
+        meta = json.loads(meta_path.read_bytes())
+    except (ValueError, RecursionError) as e:  # also UnicodeDecodeError
+        raise CheckpointError(f"{meta_path}: not valid JSON ({e})") from None
+    if not isinstance(meta, dict):
+        raise CheckpointError(f"{meta_path}: expected a JSON object, got {type(meta).__name__}")
     if meta.get("format") != FORMAT:
-        raise ValueError(f"{path}: unsupported checkpoint format {meta.get('format')!r}")
+        raise CheckpointError(f"{meta_path}: field 'format': unsupported checkpoint format {meta.get('format')!r}")
+    for field, kind in _META_FIELDS.items():
+        if not isinstance(meta.get(field), kind):
+            got = "missing" if field not in meta else f"a {type(meta[field]).__name__}"
+            raise CheckpointError(f"{meta_path}: field {field!r} must be a {kind.__name__}, it is {got}")
+    if meta["dtype"] not in ("float32", "bfloat16", "float16"):
+        raise CheckpointError(f"{meta_path}: field 'dtype': {meta['dtype']!r} is not float32, bfloat16 or float16")
+    try:
+        meta["config"] = Config(**meta["config"])
+    except (TypeError, ValueError) as e:
+        raise CheckpointError(f"{meta_path}: field 'config': {e}") from None
+    if not isinstance(meta.get("sha256", {}), dict):
+        raise CheckpointError(f"{meta_path}: field 'sha256' must be an object of hex digests")
     return meta
 
 
-def load(path: str | os.PathLike, *, expect: Config | None = None) -> Model:
-    """Restores a checkpoint; with `expect`, refuses one whose config differs, naming the fields."""
+def _verify(path: Path, params: Params, recorded: dict) -> None:
+    actual = checksums(params)
+    if recorded.keys() != actual.keys():
+        odd = sorted(recorded.keys() ^ actual.keys())
+        raise CheckpointError(f"{path / META}: field 'sha256' does not list the params' arrays (differs at "
+                              f"{', '.join(odd[:5])}{', ...' if len(odd) > 5 else ''})")
+    damaged = sorted(name for name, digest in actual.items() if recorded[name] != digest)
+    if damaged:
+        raise CheckpointError(f"{path / 'params'}: {', '.join(damaged)} do not match the SHA-256 recorded in "
+                              f"{META}: the checkpoint is damaged (load(..., verify=False) reads it anyway)")
+
+
+def load(path: str | os.PathLike, *, expect: Config | None = None, verify: bool = True) -> Model:
+    """Restores a checkpoint; with `expect`, refuses one whose config differs, naming the fields.
+    `verify` checks every array against its recorded SHA-256 (see the module docstring for the cost)."""
     path = Path(path).absolute()
     meta = read_meta(path)
-    cfg = Config(**meta["config"])
+    cfg = meta["config"]
     if expect is not None and expect != cfg:
         diff = [
             f"{f.name}: checkpoint {getattr(cfg, f.name)} != expected {getattr(expect, f.name)}"
@@ -112,13 +169,20 @@ def load(path: str | os.PathLike, *, expect: Config | None = None) -> Model:
         lambda s: jax.ShapeDtypeStruct(s.shape, s.dtype, sharding=sharding),
         abstract_params(cfg, jnp.dtype(meta["dtype"])),
     )
+    if not (path / "params").is_dir():
+        raise CheckpointError(f"{path}: no params/ folder")
     checkpointer = ocp.StandardCheckpointer()
     try:
         params = checkpointer.restore(path / "params", target)
-    except (ValueError, KeyError) as e:
-        raise ValueError(f"checkpoint {path} does not match its own config {cfg}: {e}") from e
+    except Exception as e:  # orbax and TensorStore raise bare Exceptions for unreadable files
+        lines = [line.strip() for line in str(e).split(" See full TensorStore details")[0].splitlines()]
+        reason = next((line for line in lines if line), "")[:300]
+        raise CheckpointError(f"{path / 'params'}: damaged, or does not match its own config in {META}: "
+                              f"{type(e).__name__}: {reason}") from e
     finally:
         checkpointer.close()
+    if verify and "sha256" in meta:
+        _verify(path, params, meta["sha256"])
     vocab = meta["vocab"]
     tokenizer = load_tokenizer(vocab if vocab == WORLD_VOCAB else path / vocab)
     return Model(params=params, cfg=cfg, tokenizer=tokenizer)
@@ -143,6 +207,6 @@ def resolve(path_or_name: str | os.PathLike) -> Path:
     )
 
 
-def load_model(path_or_name: str | os.PathLike, *, expect: Config | None = None) -> Model:
+def load_model(path_or_name: str | os.PathLike, *, expect: Config | None = None, verify: bool = True) -> Model:
     """`rwkv_jax.load`: the one-line entry point."""
-    return load(resolve(path_or_name), expect=expect)
+    return load(resolve(path_or_name), expect=expect, verify=verify)

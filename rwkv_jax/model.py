@@ -193,6 +193,23 @@ def _run(params: Params, cfg: Config, tokens: jax.Array, state: State, *, impl: 
     return x, State(wkv=wkv_s, att_shift=att_s, ffn_shift=ffn_s), extras
 
 
+def _check_state(state: State, cfg: Config) -> None:
+    """Refuses a state of another model (or a batch of states: `jax.vmap` over them) with a message
+    naming the shapes, instead of a shape error deep inside `lax.scan`. Runs while tracing, on static
+    shapes: nothing of it is in the compiled code. Takes `split_state` states too."""
+    if not isinstance(state, State):
+        raise TypeError(f"state must be an rwkv_jax.State, got {type(state).__name__}")
+    if isinstance(state.wkv, tuple):
+        if not all(isinstance(f, tuple) and len(f) == cfg.n_layer for f in (state.wkv, state.att_shift,
+                                                                            state.ffn_shift)):
+            raise ValueError(f"a split state must hold {cfg.n_layer} per-layer arrays in every field")
+        state = jax.eval_shape(join_state, state)
+    state.check(cfg)
+    if state.batch_shape:
+        raise ValueError(f"state has batch axes {state.batch_shape}; forward, prefill and step read one "
+                         "sequence: jax.vmap them over a batch of states")
+
+
 def _head(params: Params, x: jax.Array) -> jax.Array:
     h = layer_norm(x, params["ln_out"])
     if "head_vd" in params:  # the `decode_params` layout
@@ -220,6 +237,7 @@ def forward(
     """
     if state is None:
         state = State.zeros(cfg)
+    _check_state(state, cfg)
     x, state, _ = _run(params, cfg, tokens, state, impl=wkv, chunk_size=chunk_size, length=length,
                        trace=False)
     if logits == "last":
@@ -243,6 +261,7 @@ def step(params: Params, cfg: Config, token: jax.Array, state: State, *,
     `unroll_layers` pays off only inside a jitted decode loop, with `decode_params` made once before
     it; it also takes (and then returns) a `split_state` state.
     """
+    _check_state(state, cfg)
     x, state, _ = _run(params, cfg, jnp.reshape(token, (1,)), state, impl="scan", chunk_size=1,
                        length=None, trace=False, unroll=unroll_layers)
     return _head(params, x[0]), state
@@ -254,6 +273,7 @@ def forward_trace(params: Params, cfg: Config, tokens: jax.Array,
     """`forward` (per-token scan) that also returns every layer's input and every token's state."""
     if state is None:
         state = State.zeros(cfg)
+    _check_state(state, cfg)
     x, final, (hidden, wkv_states, att, ffn) = _run(
         params, cfg, tokens, state, impl="scan", chunk_size=1, length=None, trace=True
     )

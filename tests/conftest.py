@@ -29,3 +29,34 @@ def tiny():
 @pytest.fixture
 def key():
     return jax.random.key(1234)
+
+
+RUN_CASE_IDS = ("test-001", "test-010", "test-006")  # same-value distractor; stack + joint edit; composition
+
+
+@pytest.fixture(scope="session")
+def run_cases():
+    """Three bundled test cases that cover the protocol's row kinds."""
+    import rime
+
+    by_id = {c.id: c for c in rime.load("test")}
+    return [by_id[i] for i in RUN_CASE_IDS]
+
+
+@pytest.fixture(scope="session")
+def run_model_dir(tmp_path_factory, run_cases):
+    """A saved random 2-layer model whose vocab covers the run cases' texts."""
+    import rime
+    import rwkv_jax
+    from editing.testing import random_model
+    from rime import protocol
+    from rwkv_jax.tokenizer import subset_vocab, world_tokenizer
+
+    texts = []
+    for case in run_cases:
+        texts.append(protocol.recipient_text(case))
+        texts += [protocol.question_prompt(q) for q in protocol.questions(case)]
+        texts += [protocol.filler_text(case, mode, 0, 1) for mode in rime.FILLER_MODES]
+    tokenizer, _ = subset_vocab(world_tokenizer(), texts, "rime-test")
+    model = random_model(2, 64, tokenizer=tokenizer, seed=3)
+    return rwkv_jax.save(tmp_path_factory.mktemp("model") / "random", model.params, model.cfg, tokenizer)

@@ -217,11 +217,20 @@ def test_rwkv6_pth_is_refused(tmp_path):
 
 
 def test_missing_layer_is_named(tmp_path):
+    state = official_state_dict(Config.default(3, 128, 512), torch.float32, layer0_v=False)
+    for k in [k for k in state if k.startswith("blocks.1.")]:
+        del state[k]
+    torch.save(state, tmp_path / "edited.pth")
+    with pytest.raises(convert.KeyMismatchError, match=r"read as a 3-layer model\): missing keys") as e:
+        convert.read_pth(tmp_path / "edited.pth")
+    assert "blocks.1.att.r_k" in e.value.missing and not e.value.unexpected
+
+
+def test_a_stray_block_key_is_one_unexpected_key(tmp_path):
     def edit(state):
-        for k in [k for k in state if k.startswith("blocks.1.")]:
-            del state[k]
-        state["blocks.2.ln1.weight"] = torch.zeros(TINY.n_embd)  # a stray block 2
+        state["blocks.7.att.r_k"] = state["blocks.1.att.r_k"].clone()
 
     with pytest.raises(convert.KeyMismatchError) as e:
         convert.read_pth(_edited(tmp_path, edit))
-    assert "blocks.1.att.r_k" in e.value.missing and "blocks.2.ln2.bias" in e.value.missing
+    assert e.value.missing == [] and e.value.unexpected == ["blocks.7.att.r_k"]
+    assert "(read as a 2-layer model): unexpected keys: blocks.7.att.r_k" in str(e.value)

@@ -18,7 +18,6 @@ import editing
 import rime
 import rwkv_jax
 from editing import get_method
-from editing.testing import random_model
 from rime import protocol, rows
 from rime.__main__ import main
 from rime.evaluate import Evaluator
@@ -26,18 +25,15 @@ from rime.protocol import Spec
 from rime.report import load, write_report
 from rime.runner import Progress, run
 from rwkv_jax.chat import chat_prompt
-from rwkv_jax.tokenizer import subset_vocab, world_tokenizer
 
 ROOT = Path(__file__).resolve().parent.parent
-CASE_IDS = ("test-001", "test-010", "test-006")  # same-value distractor; stack + joint edit; composition
 SETTINGS = {"fillers": (0, 1), "max_new_tokens": 4}
 BATCH = 8
 
 
 @pytest.fixture(scope="module")
-def cases():
-    by_id = {c.id: c for c in rime.load("test")}
-    return [by_id[i] for i in CASE_IDS]
+def cases(run_cases):
+    return run_cases
 
 
 @pytest.fixture(scope="module")
@@ -46,16 +42,8 @@ def spec():
 
 
 @pytest.fixture(scope="module")
-def model_dir(tmp_path_factory, cases):
-    """A saved random 2-layer model whose vocab covers the cases' texts."""
-    texts = []
-    for case in cases:
-        texts.append(protocol.recipient_text(case))
-        texts += [protocol.question_prompt(q) for q in protocol.questions(case)]
-        texts += [protocol.filler_text(case, mode, 0, 1) for mode in rime.FILLER_MODES]
-    tokenizer, _ = subset_vocab(world_tokenizer(), texts, "rime-test")
-    model = random_model(2, 64, tokenizer=tokenizer, seed=3)
-    return rwkv_jax.save(tmp_path_factory.mktemp("model") / "random", model.params, model.cfg, tokenizer)
+def model_dir(run_model_dir):
+    return run_model_dir
 
 
 @pytest.fixture(scope="module")
