@@ -178,7 +178,7 @@ def load(path: str | os.PathLike, *, expect: Config | None = None, verify: bool 
         lines = [line.strip() for line in str(e).split(" See full TensorStore details")[0].splitlines()]
         reason = next((line for line in lines if line), "")[:300]
         raise CheckpointError(f"{path / 'params'}: damaged, or does not match its own config in {META}: "
-                              f"{type(e).__name__}: {reason}") from e
+                              f"{type(e).__name__}: {reason}") from None
     finally:
         checkpointer.close()
     if verify and "sha256" in meta:

@@ -135,6 +135,15 @@ def test_a_complete_line_that_is_not_a_row_is_named_and_left_alone(tmp_path, lin
     assert (out / rows.ROWS).read_bytes() == whole + line + b"\n"
 
 
+def test_a_rows_file_that_is_a_folder_is_refused_before_writing(tmp_path):
+    out, _ = folder_with_rows(tmp_path)
+    (out / rows.ROWS).unlink()
+    (out / rows.ROWS).mkdir()
+    with pytest.raises(rows.RowsError, match=r"/rows\.jsonl is not a file"):
+        rows.RunFolder(out, {"x": 1})
+    assert sorted(p.name for p in out.iterdir()) == sorted([rows.LOCK, rows.CONFIG, rows.ROWS])
+
+
 def test_a_damaged_run_config_is_named(tmp_path, capsys):
     out, _ = folder_with_rows(tmp_path)
     (out / rows.CONFIG).write_bytes(b'{"x": 1')
