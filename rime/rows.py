@@ -23,7 +23,7 @@ from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
-from rwkv_jax.atomic import make_dirs
+from rwkv_jax.atomic import make_dirs, read_json_object
 
 CONFIG = "run.json"
 ROWS = "rows.jsonl"
@@ -65,13 +65,7 @@ def read_config(folder: str | os.PathLike) -> dict:
     path = Path(folder) / CONFIG
     if not path.is_file():
         raise FileNotFoundError(f"{folder} is not a rime run folder (no {CONFIG})")
-    try:
-        config = json.loads(path.read_bytes())
-    except (ValueError, RecursionError) as err:  # also UnicodeDecodeError
-        raise ValueError(f"{path}: not a run config ({err})") from None
-    if not isinstance(config, dict):
-        raise ValueError(f"{path}: not a run config (a JSON {type(config).__name__}, not an object)")
-    return config
+    return read_json_object(path)
 
 
 def read_rows(folder: str | os.PathLike) -> list[dict]:

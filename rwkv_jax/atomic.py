@@ -1,9 +1,11 @@
-"""Writing at the edges: directories that appear only once complete (a failed write leaves nothing
-behind), parents created or a file in their way named, and OS errors told in one line."""
+"""Files at the edges: directories that appear only once complete (a failed write leaves nothing
+behind), parents created or a file in their way named, JSON records read with the file named, and
+OS errors told in one line."""
 
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import secrets
 import shutil
@@ -17,6 +19,18 @@ def error_line(err: BaseException) -> str:
     if isinstance(err, OSError) and err.strerror and err.filename:
         return f"{err.filename}: {err.strerror}"
     return str(err)
+
+
+def read_json_object(path: Path, error: type[Exception] = ValueError) -> dict:
+    """A JSON object from `path`; undecodable bytes, bad JSON, nesting too deep or another JSON
+    type raise `error` naming the file."""
+    try:
+        value = json.loads(path.read_bytes())
+    except (ValueError, RecursionError) as err:  # also UnicodeDecodeError
+        raise error(f"{path}: not valid JSON ({err})") from None
+    if not isinstance(value, dict):
+        raise error(f"{path}: expected a JSON object, got {type(value).__name__}")
+    return value
 
 
 def check_parents(path: str | os.PathLike) -> None:

@@ -28,7 +28,7 @@ import jax.numpy as jnp
 import numpy as np
 import orbax.checkpoint as ocp
 
-from rwkv_jax.atomic import atomic_directory
+from rwkv_jax.atomic import atomic_directory, read_json_object
 from rwkv_jax.config import Config
 from rwkv_jax.params import Params, abstract_params, check_params
 from rwkv_jax.tokenizer import WORLD_VOCAB, Tokenizer, load_tokenizer, save_vocab
@@ -116,12 +116,7 @@ def read_meta(path: str | os.PathLike) -> dict:
     meta_path = Path(path) / META
     if not meta_path.is_file():
         raise FileNotFoundError(f"{path} is not an rwkv_jax checkpoint (no {META})")
-    try:
-        meta = json.loads(meta_path.read_bytes())
-    except (ValueError, RecursionError) as e:  # also UnicodeDecodeError
-        raise CheckpointError(f"{meta_path}: not valid JSON ({e})") from None
-    if not isinstance(meta, dict):
-        raise CheckpointError(f"{meta_path}: expected a JSON object, got {type(meta).__name__}")
+    meta = read_json_object(meta_path, CheckpointError)
     if meta.get("format") != FORMAT:
         raise CheckpointError(f"{meta_path}: field 'format': unsupported checkpoint format {meta.get('format')!r}")
     for field, kind in _META_FIELDS.items():

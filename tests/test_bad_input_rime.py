@@ -149,7 +149,7 @@ def test_a_damaged_run_config_is_named(tmp_path, capsys):
     (out / rows.CONFIG).write_bytes(b'{"x": 1')
     before = {p.name: p.read_bytes() for p in out.iterdir()}
     code, err = cli(capsys, "report", str(out))
-    assert code == 2 and err.startswith(f"error: {out / rows.CONFIG}: not a run config (Expecting")
+    assert code == 2 and err.startswith(f"error: {out / rows.CONFIG}: not valid JSON (Expecting")
     assert {p.name: p.read_bytes() for p in out.iterdir()} == before
 
 
