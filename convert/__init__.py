@@ -1,8 +1,10 @@
-"""Import and export official RWKV-7 (x070) checkpoints: BlinkDL `.pth`, Hugging Face safetensors.
+"""Import and export official RWKV-7 (x070) checkpoints: `.pth` or safetensors (one file, sharded,
+a HF directory), with BlinkDL, flash-linear-attention or transformers tensor names.
 
     convert("rwkv7-g1.pth", "ckpt/")            # -> rwkv_jax.load("ckpt/")
-    convert("ckpt/", "copy.pth")                 # and back (or to a HF directory)
-    params, cfg, meta = read_pth("model.pth")   # jax CPU arrays in the file's dtype
+    convert("ckpt/", "copy.pth")                 # and back (or to a HF directory, a .safetensors)
+    convert("ckpt/", "m.safetensors", naming="blink")   # any naming in any container
+    params, cfg, meta = read_checkpoint("model.safetensors")  # naming detected from the names
     write_pth(params, "copy.pth")                # loadable by the official `rwkv` package
 
 Also `python -m convert IN OUT`. torch is imported only when a `.pth` is read or written; the
@@ -25,8 +27,9 @@ from convert.errors import (
     UnsupportedFormatError,
     VocabMismatchError,
 )
-from convert.hf import read_hf, write_hf
-from convert.pipeline import convert, detect_format
+from convert.hf import read_hf, write_hf, write_safetensors
+from convert.keymap import NAMINGS, Naming
+from convert.pipeline import convert, detect_format, read_checkpoint
 from convert.pth import read_pth, write_pth
 
 __all__ = [
@@ -34,6 +37,8 @@ __all__ = [
     "CorruptCheckpointError",
     "DtypeError",
     "KeyMismatchError",
+    "NAMINGS",
+    "Naming",
     "NonFiniteError",
     "NotX070Error",
     "ShapeMismatchError",
@@ -43,8 +48,10 @@ __all__ = [
     "VocabMismatchError",
     "convert",
     "detect_format",
+    "read_checkpoint",
     "read_hf",
     "read_pth",
     "write_hf",
     "write_pth",
+    "write_safetensors",
 ]

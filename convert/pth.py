@@ -1,4 +1,5 @@
-"""Official RWKV-7 `.pth` files (a `torch.save`d flat state dict) in and out.
+"""RWKV-7 `.pth` files (a `torch.save`d flat state dict) in and out, in any naming of
+`convert.keymap` (BlinkDL's is the official one).
 
 Reading never unpickles arbitrary objects: `torch.load(weights_only=True)` admits only tensors
 and plain containers, so a pickle that would run code is refused as unsafe. `mmap=True` leaves
@@ -24,6 +25,7 @@ from convert.errors import (
     UnsafeCheckpointError,
     UnsupportedFormatError,
 )
+from convert.keymap import Naming
 from rwkv_jax.atomic import make_dirs
 from rwkv_jax.config import Config
 from rwkv_jax.params import Params
@@ -200,11 +202,13 @@ def write_pth(
     params: Params,
     path: str | os.PathLike,
     *,
+    naming: Naming = "blink",
     dtype: Any = None,
     layer0_v: bool = True,
     on_tensor: OnTensor | None = None,
 ) -> None:
-    """Writes the official format (loadable by the `rwkv` package with `RWKV_V7_ON=1`).
+    """Writes a `.pth` with the tensors in `naming`; BlinkDL names (the default) are the official
+    format, loadable by the `rwkv` package with `RWKV_V7_ON=1`.
 
     `layer0_v=False` leaves out layer 0's unused v0/v1/v2, as some released files do. The file
     appears only once complete.
@@ -214,7 +218,7 @@ def write_pth(
     path = Path(path)
     if path.suffix != ".pth":  # the official loader appends ".pth" to the name it is given
         raise UnsupportedFormatError(f"{path}: an official checkpoint file name ends in .pth")
-    planned = plan_tensors(params, "pth", dtype=dtype, layer0_v=layer0_v, on_tensor=on_tensor)
+    planned = plan_tensors(params, naming, dtype=dtype, layer0_v=layer0_v, on_tensor=on_tensor)
     make_dirs(path.parent)
     state = {p.name: _to_torch(p.make()) for p in planned}
     partial = path.with_name(f".{path.name}.partial")

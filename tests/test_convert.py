@@ -150,7 +150,7 @@ def test_hf_export_uses_hf_names_and_layouts(hf_dir, params):
 def test_hf_import_restores_params_with_zero_layer0_v(hf_dir, params):
     got, cfg, meta = convert.read_hf(hf_dir)
     assert cfg == TINY
-    assert meta.format == "hf" and meta.dtype == "float32" and not meta.layer0_v
+    assert (meta.container, meta.naming) == ("safetensors", "fla") and meta.dtype == "float32" and not meta.layer0_v
     expected = jax.tree.map(np.array, params)
     for name in ("v0", "v1", "v2"):
         expected["blocks"]["att"][name][0] = 0
@@ -307,6 +307,90 @@ def test_one_layer_model_without_value_lora_gets_a_default_rank(tmp_path):
                  d_decay=32, d_aaa=32, d_mv=48, d_gate=32)
     _, inferred, _ = convert.read_hf(convert.write_hf(random_params(cfg), tmp_path / "m"))
     assert inferred.d_mv == 32  # not in the file: the official suggestion for D = 64
+
+
+# --- namings: detected from the tensor names, written in any container --------------------------
+
+
+def expected_after(params: dict, naming: str) -> dict:
+    """What reading back an export in `naming` gives: flash-linear-attention drops layer 0's
+    unused v LoRA, which then reads as zeros."""
+    expected = jax.tree.map(np.array, params)
+    if naming == "fla":
+        for name in ("v0", "v1", "v2"):
+            expected["blocks"]["att"][name][0] = 0
+    return expected
+
+
+def export(params: dict, tmp_path: Path, naming: str, container: str) -> Path:
+    if container == "file":
+        return convert.write_safetensors(params, tmp_path / f"{naming}.safetensors", naming=naming)
+    shard = 200_000 if container == "sharded" else None
+    return convert.write_hf(params, tmp_path / naming, naming=naming, max_shard_bytes=shard)
+
+
+@pytest.mark.parametrize("container", ["file", "folder", "sharded"])
+@pytest.mark.parametrize("naming", ["blink", "fla", "transformers"])
+def test_every_naming_round_trips_through_every_safetensors_container(tmp_path, params, naming, container):
+    first = export(params, tmp_path / "a", naming, container)
+    got, cfg, meta = convert.read_hf(first)
+    assert cfg == TINY and (meta.container, meta.naming) == ("safetensors", naming)
+    assert_params_equal(got, expected_after(params, naming))
+    second = export(got, tmp_path / "b", naming, container)
+    files = {f.name: f.read_bytes() for f in ([first] if first.is_file() else first.iterdir())}
+    assert files == {f.name: f.read_bytes() for f in ([second] if second.is_file() else second.iterdir())}
+    assert (len(files) > 3) == (container == "sharded")
+
+
+def test_blink_names_in_a_safetensors_file_are_the_official_names(tmp_path, params):
+    path = convert.write_safetensors(params, tmp_path / "m.safetensors", naming="blink")
+    file = safetensors.SafetensorsFile(path)
+    assert file.shape("blocks.1.att.w1") == (TINY.n_embd, TINY.d_decay)  # x @ w1, not nn.Linear
+    assert file.shape("blocks.0.att.v1") == (TINY.n_embd, TINY.d_mv)  # layer 0's v LoRA kept
+    assert file.shape("blocks.1.ffn.key.weight") == (TINY.dim_ffn, TINY.n_embd)
+    assert {"emb.weight", "head.weight", "blocks.0.ln0.bias"} <= set(file.keys())
+
+
+def test_transformers_names_are_blink_names_under_the_rwkv7_prefix(tmp_path, params):
+    folder = convert.write_hf(params, tmp_path / "tf", naming="transformers")
+    keys = set(safetensors.SafetensorsFile(folder / "model.safetensors").keys())
+    per_layer = 33  # every BlinkDL layer tensor, layer 0's v LoRA included (798 = 6 + 33 * 24)
+    assert len(keys) == 6 + per_layer * TINY.n_layer
+    assert {"rwkv7.emb.weight", "rwkv7.blocks.0.ln0.weight", "rwkv7.blocks.0.att.v1",
+            "rwkv7.blocks.1.att.r_k", "rwkv7.ln_out.bias", "head.weight"} <= keys
+    config = json.loads((folder / "config.json").read_text())
+    assert config["architectures"] == ["Rwkv7ForCausalLM"] and config["num_heads"] == TINY.n_head
+    assert config["intermediate_size"] == TINY.dim_ffn and config["v_low_rank_dim"] == TINY.d_mv
+    assert not (convert.write_hf(params, tmp_path / "bl", naming="blink") / "config.json").exists()
+
+
+def test_names_that_fit_no_naming_are_shown_against_every_table(tmp_path, params):
+    blink = convert.write_safetensors(params, tmp_path / "blink.safetensors", naming="blink")
+
+    def edit(tensors):
+        tensors["model.norm.weight"] = tensors.pop("ln_out.weight")  # one FLA name among BlinkDL's
+
+    path = tmp_path / "mixed.safetensors"
+    rewrite_safetensors(blink, path, edit)
+    with pytest.raises(convert.KeyMismatchError) as e:
+        convert.read_hf(path)
+    assert e.value.naming == "blink"
+    assert e.value.missing == ["ln_out.weight"] and e.value.unexpected == ["model.norm.weight"]
+    message = str(e.value)
+    assert "BlinkDL names: 2 unmatched (not in it: model.norm.weight; missing: ln_out.weight)" in message
+    assert "flash-linear-attention names: " in message and "not in it: blocks.0." in message
+    assert "transformers names: " in message and "missing: rwkv7." in message
+
+
+def test_export_naming_is_chosen_on_the_command_line(tmp_path, hf_dir):
+    ckpt = convert.convert(hf_dir, tmp_path / "ckpt", vocab=byte_vocab(tmp_path / "v.txt"))
+    out = tmp_path / "m.safetensors"
+    assert main([str(ckpt), str(out), "--naming", "blink"]) == 0
+    assert "blocks.0.att.w1" in safetensors.SafetensorsFile(out).keys()
+    assert main([str(ckpt), str(tmp_path / "d"), "--naming", "transformers"]) == 0
+    assert "rwkv7.emb.weight" in safetensors.SafetensorsFile(tmp_path / "d" / "model.safetensors").keys()
+    with pytest.raises(ValueError, match="naming='blink' applies to exports"):
+        convert.convert(hf_dir, tmp_path / "x", naming="blink")
 
 
 # --- convert() and the CLI ---------------------------------------------------------------------
