@@ -1,5 +1,5 @@
 """`python -m convert IN OUT [--dtype fp32|bf16] [--format auto|pth|hf] [--naming blink|fla|transformers]
-[--vocab FILE]`.
+[--vocab FILE|bytes|none]`.
 
 Argument parsing, a per-tensor progress bar and one call to `convert.convert`. An expected error
 (a bad or unsafe checkpoint, a path that cannot be written) is one `error: ...` line and exit
@@ -32,7 +32,9 @@ def main(argv: list[str] | None = None) -> int:
                         help="format of the official side (default: from the path)")
     parser.add_argument("--naming", choices=list(NAMINGS),
                         help="tensor names of an export (default: blink for .pth, else fla)")
-    parser.add_argument("--vocab", metavar="FILE", help="vocab file (default: RWKV World)")
+    parser.add_argument("--vocab", metavar="FILE|bytes|none",
+                        help="vocab file (format: rwkv_jax/tokenizer.py), 'bytes' (id = byte value) "
+                        "or 'none' (token ids only); default: RWKV World")
     parser.add_argument("--overwrite", action="store_true", help="replace OUT if it exists")
     args = parser.parse_args(argv)
 

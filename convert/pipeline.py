@@ -70,7 +70,8 @@ def check_vocab(src: str | os.PathLike, cfg: Config, tokenizer: Tokenizer | None
     if tokenizer is not None and tokenizer.max_id >= cfg.vocab_size:
         raise VocabMismatchError(
             f"{src}: the embedding has {cfg.vocab_size} rows but the tokenizer "
-            f"{tokenizer.name!r} uses ids up to {tokenizer.max_id}; pass the model's vocab file"
+            f"{tokenizer.name!r} uses ids up to {tokenizer.max_id}; pass the model's vocab file, "
+            "or the vocab 'bytes' (id = byte value) or 'none' (token ids only)"
         )
 
 
@@ -102,11 +103,12 @@ def convert(
     """Converts `src` into `dst` and returns `dst`.
 
     Import (src is a `.pth`, safetensors file, index json or HF directory, in any naming): writes
-    an rwkv_jax checkpoint that `rwkv_jax.load(dst)` opens, recording `vocab` (a vocab file;
-    default the RWKV World vocab). Export (src is an rwkv_jax
-    checkpoint): writes `.pth` when dst ends in `.pth`, one safetensors file when it ends in
-    `.safetensors`, else a HF directory, with the tensors in `naming` ("blink", "fla" or
-    "transformers"; default BlinkDL for `.pth`, flash-linear-attention otherwise). `format`
+    an rwkv_jax checkpoint that `rwkv_jax.load(dst)` opens, recording `vocab` (a vocab file,
+    or a built-in name: `bytes`, `none`; see `rwkv_jax.tokenizer`; default the RWKV World vocab).
+    Export (src is an rwkv_jax checkpoint): writes `.pth` when dst ends in `.pth`, one
+    safetensors file when it ends in `.safetensors`, else a HF directory, with the tensors in
+    `naming` ("blink", "fla" or "transformers"; default BlinkDL for `.pth`,
+    flash-linear-attention otherwise). `format`
     names the official side's container; `dtype` ("fp32", "bf16") defaults to the source's.
     """
     src, dst = Path(src), Path(dst)

@@ -1,9 +1,9 @@
 """Saving and loading models with orbax. Every orbax call in the project lives here.
 
 A checkpoint is a directory:
-    meta.json   {"format": 1, "config": {...}, "dtype": "float32", "vocab": "<name or file>",
+    meta.json   {"format": 1, "config": {...}, "dtype": "float32", "vocab": "<built-in name or file>",
                  "sha256": {"<param path>": "<hex digest of the array's bytes>", ...}}
-    vocab.txt   (only for a vocab that is not bundled with the package)
+    vocab.txt   (only for a vocab that is not built in; see `rwkv_jax.tokenizer`)
     params/     the params pytree, written by orbax
 
 `load` checks every restored array against its recorded SHA-256, so a flipped byte in `params/`
@@ -31,7 +31,7 @@ import orbax.checkpoint as ocp
 from rwkv_jax.atomic import atomic_directory
 from rwkv_jax.config import Config
 from rwkv_jax.params import Params, abstract_params, check_params
-from rwkv_jax.tokenizer import WORLD_VOCAB, Tokenizer, load_tokenizer, save_vocab
+from rwkv_jax.tokenizer import BUILT_IN_VOCABS, NO_VOCAB, WORLD_VOCAB, Tokenizer, load_tokenizer, save_vocab
 
 FORMAT = 1
 META = "meta.json"
@@ -44,11 +44,19 @@ class CheckpointError(ValueError):
 
 @dataclasses.dataclass(frozen=True)
 class Model:
-    """What a checkpoint holds: params, their config and the tokenizer they were trained with."""
+    """What a checkpoint holds: params, their config and the tokenizer they were trained with
+    (None for a model converted with vocab `none`: token ids only)."""
 
     params: Params
     cfg: Config
-    tokenizer: Tokenizer
+    tokenizer: Tokenizer | None
+
+    def text_tokenizer(self, use: str) -> Tokenizer:
+        """The tokenizer, for `use` (what needs text); a model without one is refused, saying so."""
+        if self.tokenizer is None:
+            raise ValueError(f"{use} needs text, but this model has no tokenizer (vocab {NO_VOCAB!r}: "
+                             "token ids only); pass token ids, or convert it with a vocab")
+        return self.tokenizer
 
 
 def _dtype_name(params: Params) -> str:
@@ -67,28 +75,38 @@ def checksums(params: Params) -> dict[str, str]:
     return out
 
 
+def _is_built_in(tokenizer: Tokenizer) -> bool:
+    """Whether `tokenizer` is a built-in vocab (by content: a vocab file may share a name)."""
+    if tokenizer.name not in BUILT_IN_VOCABS or tokenizer.name == NO_VOCAB:
+        return False
+    return tokenizer.id_to_bytes == load_tokenizer(tokenizer.name).id_to_bytes
+
+
 def save(
     path: str | os.PathLike,
     params: Params,
     cfg: Config,
-    tokenizer: Tokenizer | str = WORLD_VOCAB,
+    tokenizer: Tokenizer | str | None = WORLD_VOCAB,
     *,
     overwrite: bool = False,
 ) -> Path:
     """Writes a checkpoint atomically: into a temporary sibling directory, renamed at the end.
 
-    `tokenizer` is a bundled vocab name, a vocab file path, or a `Tokenizer` (its vocab is copied).
+    `tokenizer` is a built-in vocab name (`rwkv_jax.tokenizer`), a vocab file path, a `Tokenizer`
+    (its vocab is copied unless built in), or None (token ids only).
     """
     check_params(params, cfg)
     with atomic_directory(path, overwrite=overwrite) as tmp:
-        if isinstance(tokenizer, Tokenizer):
-            if tokenizer.name == WORLD_VOCAB:
-                vocab = WORLD_VOCAB
+        if tokenizer is None:
+            vocab = NO_VOCAB
+        elif isinstance(tokenizer, Tokenizer):
+            if _is_built_in(tokenizer):
+                vocab = tokenizer.name
             else:
                 save_vocab(tokenizer, tmp / VOCAB_FILE)
                 vocab = VOCAB_FILE
-        elif str(tokenizer) == WORLD_VOCAB:
-            vocab = WORLD_VOCAB
+        elif str(tokenizer) in BUILT_IN_VOCABS:
+            vocab = str(tokenizer)
         else:
             shutil.copyfile(tokenizer, tmp / VOCAB_FILE)
             vocab = VOCAB_FILE
@@ -184,7 +202,7 @@ def load(path: str | os.PathLike, *, expect: Config | None = None, verify: bool 
     if verify and "sha256" in meta:
         _verify(path, params, meta["sha256"])
     vocab = meta["vocab"]
-    tokenizer = load_tokenizer(vocab if vocab == WORLD_VOCAB else path / vocab)
+    tokenizer = load_tokenizer(vocab if vocab in BUILT_IN_VOCABS else path / vocab)
     return Model(params=params, cfg=cfg, tokenizer=tokenizer)
 
 

@@ -18,6 +18,7 @@ from convert import safetensors
 from convert.__main__ import main
 from rwkv_jax import Config, checkpoint
 from rwkv_jax.params import param_shapes
+from rwkv_jax.tokenizer import load_tokenizer
 
 BF16 = np.dtype(ml_dtypes.bfloat16)
 TINY = Config.default(n_layer=2, n_embd=128, vocab_size=512)  # conftest's `tiny`
@@ -415,8 +416,34 @@ def test_export_from_checkpoint_to_hf_round_trips(tmp_path, hf_dir):
     assert (back / "model.safetensors").read_bytes() == (hf_dir / "model.safetensors").read_bytes()
 
 
+def test_byte_level_model_converts_with_the_built_in_bytes_vocab(tmp_path):
+    cfg = Config.default(1, 64, 256)  # rwkv.cpp's byte-level test model: vocab 256, id = byte
+    src = convert.write_hf(random_params(cfg), tmp_path / "hf")
+    assert main([str(src), str(tmp_path / "ckpt"), "--vocab", "bytes"]) == 0
+    assert json.loads((tmp_path / "ckpt" / "meta.json").read_text())["vocab"] == "bytes"
+    assert not (tmp_path / "ckpt" / "vocab.txt").exists()
+    assert checkpoint.load(tmp_path / "ckpt").tokenizer.encode("hi") == [104, 105]
+
+
+def test_any_vocab_size_converts_with_vocab_none_to_a_model_without_tokenizer(tmp_path):
+    cfg = Config.default(1, 64, 1001)
+    src = convert.write_hf(random_params(cfg), tmp_path / "hf")
+    model = checkpoint.load(convert.convert(src, tmp_path / "ckpt", vocab="none"))
+    assert model.tokenizer is None and model.cfg == cfg
+    with pytest.raises(ValueError, match="needs text, but this model has no tokenizer"):
+        model.text_tokenizer("this")
+
+
+def test_a_vocab_file_named_like_a_built_in_one_is_kept(tmp_path, params):
+    vocab = byte_vocab(tmp_path / "bytes.txt")  # ids 1..256 = byte + 1: not the built-in `bytes`
+    tok = load_tokenizer(vocab)
+    assert tok.name == "bytes"
+    loaded = checkpoint.load(checkpoint.save(tmp_path / "ckpt", params, TINY, tok))
+    assert loaded.tokenizer.encode("hi") == [105, 106]
+
+
 def test_tokenizer_larger_than_the_embedding_is_refused(tmp_path, hf_dir):
-    with pytest.raises(convert.VocabMismatchError, match="512 rows"):
+    with pytest.raises(convert.VocabMismatchError, match="512 rows.*or the vocab 'bytes'"):
         convert.convert(hf_dir, tmp_path / "ckpt")  # the World vocab needs 65530 rows
     assert not (tmp_path / "ckpt").exists()
 
