@@ -30,7 +30,7 @@ import orbax.checkpoint as ocp
 
 from rwkv_jax.atomic import atomic_directory
 from rwkv_jax.config import Config
-from rwkv_jax.params import Params, abstract_params, check_params
+from rwkv_jax.params import Params, abstract_params, cast_params, check_params
 from rwkv_jax.tokenizer import BUILT_IN_VOCABS, NO_VOCAB, WORLD_VOCAB, Tokenizer, load_tokenizer, save_vocab
 
 FORMAT = 1
@@ -169,12 +169,8 @@ def _verify(path: Path, params: Params, recorded: dict) -> None:
                               f"{META}: the checkpoint is damaged (load(..., verify=False) reads it anyway)")
 
 
-def load(path: str | os.PathLike, *, expect: Config | None = None, verify: bool = True) -> Model:
-    """Restores a checkpoint; with `expect`, refuses one whose config differs, naming the fields.
-    `verify` checks every array against its recorded SHA-256 (see the module docstring for the cost)."""
-    path = Path(path).absolute()
-    meta = read_meta(path)
-    cfg = meta["config"]
+def _check_expected(path: Path, cfg: Config, expect: Config | None) -> None:
+    """Refuses a checkpoint whose config differs from `expect`, naming the fields."""
     if expect is not None and expect != cfg:
         diff = [
             f"{f.name}: checkpoint {getattr(cfg, f.name)} != expected {getattr(expect, f.name)}"
@@ -182,6 +178,15 @@ def load(path: str | os.PathLike, *, expect: Config | None = None, verify: bool 
             if getattr(cfg, f.name) != getattr(expect, f.name)
         ]
         raise ValueError(f"checkpoint {path} has another shape: " + "; ".join(diff))
+
+
+def load(path: str | os.PathLike, *, expect: Config | None = None, verify: bool = True) -> Model:
+    """Restores a checkpoint; with `expect`, refuses one whose config differs, naming the fields.
+    `verify` checks every array against its recorded SHA-256 (see the module docstring for the cost)."""
+    path = Path(path).absolute()
+    meta = read_meta(path)
+    cfg = meta["config"]
+    _check_expected(path, cfg, expect)
     sharding = jax.sharding.SingleDeviceSharding(jax.devices()[0])
     target = jax.tree.map(
         lambda s: jax.ShapeDtypeStruct(s.shape, s.dtype, sharding=sharding),
@@ -225,6 +230,45 @@ def resolve(path_or_name: str | os.PathLike) -> Path:
     )
 
 
-def load_model(path_or_name: str | os.PathLike, *, expect: Config | None = None, verify: bool = True) -> Model:
-    """`rwkv_jax.load`: the one-line entry point."""
-    return load(resolve(path_or_name), expect=expect, verify=verify)
+def load_model(
+    path_or_name: str | os.PathLike,
+    *,
+    expect: Config | None = None,
+    verify: bool = True,
+    dtype: str | None = None,
+    vocab: str | os.PathLike | None = None,
+) -> Model:
+    """`rwkv_jax.load`: the one-line entry point, in the `from_pretrained` habit.
+
+    `path_or_name` is a bundled model name, an rwkv_jax checkpoint directory, or an official
+    checkpoint (`.pth`, `.safetensors`, index json or HF folder, in any naming), converted in
+    memory with every check of `python -m convert` (the same errors; nothing is written).
+    `dtype` ("fp32", "bf16", "fp16") casts as the CLI does (default: as stored). `vocab` is an
+    official checkpoint's vocab spec (`rwkv_jax.tokenizer`; default the RWKV World vocab); an
+    rwkv_jax checkpoint records its own.
+    """
+    # convert builds on rwkv_jax, so it is imported here rather than at the top (a cycle).
+    from convert.assemble import as_dtype
+
+    path = Path(path_or_name)
+    if path.exists() and not (path / META).is_file():
+        return _load_official(path, expect=expect, dtype=dtype, vocab=vocab)
+    if vocab is not None:
+        raise ValueError(f"{path_or_name}: an rwkv_jax checkpoint records its vocab; vocab= is for "
+                         "official checkpoints")
+    model = load(resolve(path_or_name), expect=expect, verify=verify)
+    if dtype is None:
+        return model
+    return dataclasses.replace(model, params=cast_params(model.params, as_dtype(dtype)))
+
+
+def _load_official(path: Path, *, expect: Config | None, dtype: str | None,
+                   vocab: str | os.PathLike | None) -> Model:
+    from convert.pipeline import check_vocab, read_checkpoint
+
+    tokenizer = load_tokenizer(vocab if vocab is not None else WORLD_VOCAB)
+    params, cfg, _ = read_checkpoint(path, dtype=dtype)
+    check_vocab(path, cfg, tokenizer)
+    _check_expected(path, cfg, expect)
+    device = jax.devices()[0]
+    return Model(params=jax.device_put(params, device), cfg=cfg, tokenizer=tokenizer)

@@ -14,6 +14,7 @@ import numpy as np
 import pytest
 
 import convert
+import rwkv_jax
 from convert import safetensors
 from convert.__main__ import main
 from rwkv_jax import Config, checkpoint
@@ -392,6 +393,43 @@ def test_export_naming_is_chosen_on_the_command_line(tmp_path, hf_dir):
     assert "rwkv7.emb.weight" in safetensors.SafetensorsFile(tmp_path / "d" / "model.safetensors").keys()
     with pytest.raises(ValueError, match="naming='blink' applies to exports"):
         convert.convert(hf_dir, tmp_path / "x", naming="blink")
+
+
+# --- rwkv_jax.load of an official checkpoint -------------------------------------------------------
+
+
+@pytest.mark.parametrize("form", ["file", "index", "folder"])
+def test_load_reads_an_official_checkpoint_in_memory_like_the_converter(tmp_path, params, form):
+    folder = convert.write_hf(params, tmp_path / "hf", naming="blink", max_shard_bytes=200_000)
+    if form == "file":
+        src = convert.write_safetensors(params, tmp_path / "m.safetensors", naming="fla")
+    else:
+        src = folder / "model.safetensors.index.json" if form == "index" else folder
+    before = sorted(p.name for p in tmp_path.rglob("*"))
+    model = rwkv_jax.load(src, vocab="bytes", dtype="bf16")
+    assert sorted(p.name for p in tmp_path.rglob("*")) == before  # nothing written
+    assert model.cfg == TINY and model.tokenizer.encode("hi") == [104, 105]
+    expected, _, _ = convert.read_hf(src, dtype="bf16")
+    assert_params_equal(jax.tree.map(np.asarray, model.params), expected)
+
+
+def test_load_of_an_official_checkpoint_raises_the_converter_errors(tmp_path, hf_dir):
+    with pytest.raises(convert.VocabMismatchError, match="512 rows"):
+        rwkv_jax.load(hf_dir)  # the World vocab by default, as in convert
+    bad = tmp_path / "bad.safetensors"
+    bad.write_bytes((hf_dir / "model.safetensors").read_bytes()[:5000])
+    with pytest.raises(convert.CorruptCheckpointError, match="truncated"):
+        rwkv_jax.load(bad, vocab="none")
+    with pytest.raises(ValueError, match="has another shape: n_layer: checkpoint 2 != expected 3"):
+        rwkv_jax.load(hf_dir, vocab="none", expect=Config.default(3, 128, 512))
+
+
+def test_load_casts_an_rwkv_jax_checkpoint_and_refuses_a_vocab_for_it(tmp_path, params):
+    ckpt = checkpoint.save(tmp_path / "ckpt", params, TINY, "none")
+    model = rwkv_jax.load(ckpt, dtype="bf16")
+    assert {x.dtype for x in jax.tree.leaves(model.params)} == {BF16} and model.tokenizer is None
+    with pytest.raises(ValueError, match="records its vocab"):
+        rwkv_jax.load(ckpt, vocab="bytes")
 
 
 # --- convert() and the CLI ---------------------------------------------------------------------

@@ -21,6 +21,7 @@ from oracle import load_official, official_forward  # noqa: E402
 from test_convert import TINY, byte_vocab  # noqa: E402
 
 import convert  # noqa: E402
+import rwkv_jax  # noqa: E402
 from rwkv_jax import State, checkpoint, forward  # noqa: E402
 
 TOL = 1e-4
@@ -103,3 +104,12 @@ def test_every_naming_in_every_container_imports_to_the_official_model(
     model = checkpoint.load(convert.convert(src, tmp_path / "ckpt", vocab=vocab))
     assert model.cfg == TINY
     assert_matches(run_ours(model.params, tokens), official_fp32)
+
+
+def test_load_of_an_official_pth_runs_as_the_official_package(params, tokens, official_fp32, tmp_path):
+    pth = tmp_path / "m.pth"
+    convert.write_pth(params, pth, dtype="bf16")
+    model = rwkv_jax.load(pth, vocab="none", dtype="fp32")
+    assert model.params["emb"].dtype == jnp.float32
+    theirs = official_forward(load_official(pth), tokens)
+    assert_matches(run_ours(model.params, tokens), theirs)
