@@ -69,3 +69,7 @@ class VocabMismatchError(ConvertError):
 
 class NonFiniteError(ConvertError):
     """A tensor holds NaN or Inf values."""
+
+
+class StateFileError(ConvertError):
+    """A state file that is not a state of the form this reader knows, or not of this model."""

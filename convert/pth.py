@@ -104,7 +104,10 @@ def _check_records(path: Path, names: list[str]) -> None:
             )
 
 
-def _load_state_dict(path: Path) -> dict[str, torch.Tensor]:
+def torch_load(path: Path) -> object:
+    """A `torch.save`d file of tensors and plain containers, loaded memory-mapped with
+    `weights_only=True`; anything else (an empty, foreign, truncated or code-running file) is
+    refused naming the file."""
     import torch
 
     size = path.stat().st_size  # FileNotFoundError for a missing file, as open() would
@@ -114,7 +117,7 @@ def _load_state_dict(path: Path) -> dict[str, torch.Tensor]:
         if f.read(4) != _ZIP_MAGIC:
             raise CorruptCheckpointError(f"{path}: not a torch zip archive (other format, corrupt)")
     try:
-        state = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
+        return torch.load(path, map_location="cpu", weights_only=True, mmap=True)
     except pickle.UnpicklingError as e:
         if "weights only" in str(e).lower():
             # torch's message also advises retrying with weights_only=False: never for this file
@@ -126,6 +129,12 @@ def _load_state_dict(path: Path) -> dict[str, torch.Tensor]:
         raise CorruptCheckpointError(f"{path}: corrupt pickle: {e}") from e
     except (RuntimeError, EOFError, OSError, ValueError) as e:
         raise CorruptCheckpointError(f"{path}: truncated or corrupt torch archive: {e}") from e
+
+
+def _load_state_dict(path: Path) -> dict[str, torch.Tensor]:
+    import torch
+
+    state = torch_load(path)
     if not isinstance(state, dict):
         raise UnsupportedFormatError(f"{path}: expected a state dict, got {type(state).__name__}")
     nested = sorted(str(k) for k, v in state.items() if not isinstance(v, torch.Tensor))
