@@ -249,8 +249,12 @@ def load_model(
     """
     # convert builds on rwkv_jax, so it is imported here rather than at the top (a cycle).
     from convert.assemble import as_dtype
+    from convert.hf import INDEX, SINGLE
 
     path = Path(path_or_name)
+    if path.is_dir() and not (path / META).is_file() and not any((path / n).is_file() for n in (SINGLE, INDEX)):
+        raise FileNotFoundError(f"{path} is not an rwkv_jax checkpoint (no {META}), nor a Hugging Face "
+                                f"checkpoint (no {SINGLE} or {INDEX})")
     if path.exists() and not (path / META).is_file():
         return _load_official(path, expect=expect, dtype=dtype, vocab=vocab)
     if vocab is not None:

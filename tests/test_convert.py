@@ -422,6 +422,9 @@ def test_load_of_an_official_checkpoint_raises_the_converter_errors(tmp_path, hf
         rwkv_jax.load(bad, vocab="none")
     with pytest.raises(ValueError, match="has another shape: n_layer: checkpoint 2 != expected 3"):
         rwkv_jax.load(hf_dir, vocab="none", expect=Config.default(3, 128, 512))
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(FileNotFoundError, match="not an rwkv_jax checkpoint .*nor a Hugging Face checkpoint"):
+        rwkv_jax.load(tmp_path / "empty")
 
 
 def test_load_casts_an_rwkv_jax_checkpoint_and_refuses_a_vocab_for_it(tmp_path, params):
