@@ -111,6 +111,21 @@ def test_other_namings_in_a_pth_are_detected_and_round_trip(tmp_path, naming):
     assert_same_tensors(state, torch.load(tmp_path / "b.pth", weights_only=True))
 
 
+def test_legacy_fused_token_shift_is_split_in_a_pth_too(tmp_path):
+    params = random_params(TINY)
+    convert.write_pth(params, tmp_path / "fla.pth", naming="fla")
+    state = torch.load(tmp_path / "fla.pth", weights_only=True)
+    for i in range(TINY.n_layer):
+        prefix = f"model.layers.{i}.attn."
+        state[prefix + "x_x"] = torch.cat([state.pop(prefix + x)[0] for x in convert.keymap.TOKEN_SHIFT])
+    torch.save(state, tmp_path / "fused.pth")
+    fused, _, meta = convert.read_pth(tmp_path / "fused.pth")
+    assert meta.naming == "fla"
+    expected, _, _ = convert.read_pth(tmp_path / "fla.pth")
+    for a, b in zip(jax.tree.leaves(fused), jax.tree.leaves(expected), strict=True):
+        assert np.array_equal(np.asarray(a), np.asarray(b))
+
+
 def test_read_can_upcast_and_mixed_files_default_to_fp32(tmp_path):
     state = official_state_dict(TINY, torch.bfloat16, layer0_v=True)
     state["head.weight"] = state["head.weight"].float()
