@@ -157,7 +157,7 @@ def _numpy_dtype(tensor: torch.Tensor) -> np.dtype:
         raise DtypeError(f"torch dtype {tensor.dtype} has no numpy equivalent") from e
 
 
-def _to_numpy(tensor: torch.Tensor) -> np.ndarray:
+def to_numpy(tensor: torch.Tensor) -> np.ndarray:
     """A view of the tensor's bytes (no copy); bf16 goes through int16, which numpy knows."""
     import torch
 
@@ -166,7 +166,7 @@ def _to_numpy(tensor: torch.Tensor) -> np.ndarray:
     return tensor.numpy()
 
 
-def _to_torch(array: np.ndarray) -> torch.Tensor:
+def to_torch(array: np.ndarray) -> torch.Tensor:
     import torch
 
     if array.dtype == ml_dtypes.bfloat16:
@@ -194,7 +194,7 @@ class PthSource:
             raise DtypeError(f"{self.label}: {key}: {e}") from e
 
     def array(self, key: str) -> np.ndarray:
-        return _to_numpy(self._state[key])
+        return to_numpy(self._state[key])
 
 
 def read_pth(
@@ -229,7 +229,7 @@ def write_pth(
         raise UnsupportedFormatError(f"{path}: an official checkpoint file name ends in .pth")
     planned = plan_tensors(params, naming, dtype=dtype, layer0_v=layer0_v, on_tensor=on_tensor)
     make_dirs(path.parent)
-    state = {p.name: _to_torch(p.make()) for p in planned}
+    state = {p.name: to_torch(p.make()) for p in planned}
     partial = path.with_name(f".{path.name}.partial")
     try:
         torch.save(state, partial)

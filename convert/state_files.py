@@ -34,9 +34,9 @@ import jax.numpy as jnp
 import numpy as np
 
 from convert import safetensors
-from convert.assemble import as_dtype
+from convert.assemble import Planned, as_dtype
 from convert.errors import NonFiniteError, StateFileError
-from convert.pth import _to_numpy, _to_torch, torch_load
+from convert.pth import to_numpy, to_torch, torch_load
 from rwkv_jax.config import Config
 from rwkv_jax.state import State
 
@@ -73,7 +73,7 @@ def save_state(
         tensors = []
         for i in range(host["wkv"].shape[0]):
             tensors += [host["att_shift"][i].astype(out_dtype), host["wkv"][i], host["ffn_shift"][i].astype(out_dtype)]
-        return _write_torch([_to_torch(np.ascontiguousarray(t)) for t in tensors], path)
+        return _write_torch([to_torch(np.ascontiguousarray(t)) for t in tensors], path)
     if format != "peft":
         raise ValueError(f"unknown state file format {format!r}; use 'list' or 'peft'")
     if shifts == "keep" and (host["att_shift"].any() or host["ffn_shift"].any()):
@@ -85,24 +85,15 @@ def save_state(
     if path.suffix == ".safetensors":
         partial = path.with_name(f".{path.name}.partial")
         try:
-            safetensors.write(partial, [_Tensor(k, v) for k, v in named.items()], {"format": "pt"})
+            tensors = [Planned(k, v.shape, v.dtype, lambda v=v: v) for k, v in named.items()]
+            safetensors.write(partial, tensors, {"format": "pt"})
             os.replace(partial, path)
         finally:
             partial.unlink(missing_ok=True)
         return path.absolute()
     if path.suffix != ".pth":
         raise StateFileError(f"{path}: a peft state file name ends in .pth or .safetensors")
-    return _write_torch({k: _to_torch(v) for k, v in named.items()}, path)
-
-
-class _Tensor:
-    """A ready array in the shape `safetensors.write` takes."""
-
-    def __init__(self, name: str, array: np.ndarray):
-        self.name, self.shape, self.dtype, self._array = name, array.shape, array.dtype, array
-
-    def make(self) -> np.ndarray:
-        return self._array
+    return _write_torch({k: to_torch(v) for k, v in named.items()}, path)
 
 
 def _write_torch(obj: object, path: Path) -> Path:
@@ -150,7 +141,7 @@ def _tensor(path: Path, name: str, value: object) -> np.ndarray:
         raise StateFileError(f"{path}: {name} is a {type(value).__name__}, not a tensor")
     if not value.is_floating_point():
         raise StateFileError(f"{path}: {name} has dtype {value.dtype}, expected a float type")
-    return _to_numpy(value)
+    return to_numpy(value)
 
 
 def _checked(path: Path, name: str, array: np.ndarray, shape: tuple[int, ...]) -> np.ndarray:
