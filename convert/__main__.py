@@ -1,4 +1,5 @@
-"""`python -m convert IN OUT [--dtype fp32|bf16] [--format auto|pth|hf] [--vocab FILE]`.
+"""`python -m convert IN OUT [--dtype fp32|bf16] [--format auto|pth|hf] [--naming blink|fla|transformers]
+[--vocab FILE|bytes|none]`.
 
 Argument parsing, a per-tensor progress bar and one call to `convert.convert`. An expected error
 (a bad or unsafe checkpoint, a path that cannot be written) is one `error: ...` line and exit
@@ -12,6 +13,7 @@ import sys
 
 from tqdm import tqdm
 
+from convert.keymap import NAMINGS
 from convert.pipeline import convert
 from rwkv_jax.atomic import error_line
 
@@ -19,15 +21,20 @@ from rwkv_jax.atomic import error_line
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="python -m convert",
-        description="Official RWKV-7 .pth / HF safetensors -> rwkv_jax checkpoint, or back "
-        "(when IN is an rwkv_jax checkpoint: OUT ending in .pth gives .pth, else a HF directory).",
+        description="Official RWKV-7 .pth / safetensors (any naming) -> rwkv_jax checkpoint, or back "
+        "(when IN is an rwkv_jax checkpoint: OUT ending in .pth gives .pth, in .safetensors one "
+        "safetensors file, else a HF directory).",
     )
     parser.add_argument("src", metavar="IN")
     parser.add_argument("dst", metavar="OUT")
     parser.add_argument("--dtype", choices=["fp32", "bf16"], help="default: the input's dtype")
     parser.add_argument("--format", choices=["auto", "pth", "hf"], default="auto",
                         help="format of the official side (default: from the path)")
-    parser.add_argument("--vocab", metavar="FILE", help="vocab file (default: RWKV World)")
+    parser.add_argument("--naming", choices=list(NAMINGS),
+                        help="tensor names of an export (default: blink for .pth, else fla)")
+    parser.add_argument("--vocab", metavar="FILE|bytes|none",
+                        help="vocab file (format: rwkv_jax/tokenizer.py), 'bytes' (id = byte value) "
+                        "or 'none' (token ids only); default: RWKV World")
     parser.add_argument("--overwrite", action="store_true", help="replace OUT if it exists")
     args = parser.parse_args(argv)
 
@@ -39,7 +46,7 @@ def main(argv: list[str] | None = None) -> int:
         bar.update(1)
 
     try:
-        out = convert(args.src, args.dst, dtype=args.dtype, format=args.format,
+        out = convert(args.src, args.dst, dtype=args.dtype, format=args.format, naming=args.naming,
                       vocab=args.vocab, overwrite=args.overwrite, on_tensor=on_tensor)
     except (ValueError, OSError) as e:  # ConvertError, a damaged rwkv_jax checkpoint, a path
         bar.close()

@@ -1,9 +1,10 @@
-"""Official tensors <-> the params pytree, shared by the `.pth` and HF formats.
+"""Official tensors <-> the params pytree, shared by the `.pth` and safetensors containers.
 
-Import streams: the checkpoint's keys and shapes are checked against `keymap` before any data is
-read, the output leaves are allocated once (layers stacked on the leading axis), then each tensor
-is copied into its slot block by block, each block checked for NaN/Inf and its mapped file pages
-released. Peak memory is the output plus one block (16 MB).
+Import streams: the naming is detected from the tensor names (whatever the container), the
+checkpoint's keys and shapes are checked against `keymap` before any data is read, the output
+leaves are allocated once (layers stacked on the leading axis), then each tensor is copied into
+its slot block by block, each block checked for NaN/Inf and its mapped file pages released. Peak
+memory is the output plus one block (16 MB).
 """
 
 from __future__ import annotations
@@ -27,11 +28,14 @@ from convert.errors import (
 )
 from convert.keymap import (
     LAYER_ROWS,
+    NAMING_TITLES,
+    NAMINGS,
+    TOKEN_SHIFT,
     TOP_ROWS,
     VEC3,
     Layout,
+    Naming,
     Row,
-    Scheme,
     T,
     detect_foreign,
     expected_names,
@@ -69,11 +73,53 @@ class TensorSource(Protocol):
     def array(self, key: str) -> np.ndarray: ...  # a view into a read-only file mapping
 
 
+class FusedTokenShift:
+    """A source whose legacy fused flash-linear-attention token-shift tensors `attn.x_x [6, C]`
+    (early 2025) are split into the six names the table knows; other tensors pass through."""
+
+    _FUSED = ".attn.x_x"
+
+    def __init__(self, source: TensorSource):
+        self.label = source.label
+        self._source = source
+        # name -> (stored name, row of a fused tensor or None)
+        self._where: dict[str, tuple[str, int | None]] = {}
+        for key in source.keys():
+            if not key.endswith(self._FUSED):
+                self._where[key] = (key, None)
+        for key in [k for k in source.keys() if k.endswith(self._FUSED)]:
+            shape = source.shape(key)
+            if len(shape) != 2 or shape[0] != len(TOKEN_SHIFT):
+                raise ShapeMismatchError(f"{self.label}: {key} has shape {shape}, expected [6, C]")
+            prefix = key[: -len("x_x")]
+            if clash := [prefix + x for x in TOKEN_SHIFT if prefix + x in self._where]:
+                raise KeyMismatchError(self.label, unexpected=[key, *clash])
+            for row, x in enumerate(TOKEN_SHIFT):
+                self._where[prefix + x] = (key, row)
+
+    def keys(self) -> list[str]:
+        return list(self._where)
+
+    def shape(self, key: str) -> Shape:
+        stored, row = self._where[key]
+        shape = self._source.shape(stored)
+        return shape if row is None else shape[1:]
+
+    def dtype(self, key: str) -> np.dtype:
+        return self._source.dtype(self._where[key][0])
+
+    def array(self, key: str) -> np.ndarray:
+        stored, row = self._where[key]
+        array = self._source.array(stored)
+        return array if row is None else array[row]
+
+
 @dataclass(frozen=True)
 class SourceMeta:
     """What the file held beyond the params: enough to write it back bit for bit."""
 
-    format: Scheme
+    container: str  # "pth" or "safetensors"
+    naming: Naming
     path: str
     dtype: str  # the stored dtype ("bfloat16", ...), or "mixed"
     layer0_v: bool  # whether layer 0's unused v0/v1/v2 were in the file
@@ -119,9 +165,9 @@ def _leaf(tree: Any, path: str) -> Any:
 Expected = dict[str, tuple[Row, int | None]]  # name -> (table row, layer or None)
 
 
-def _mismatch(scheme: Scheme, keys: list[str], n_layer: int) -> tuple[Expected, set[str], set[str]]:
+def _mismatch(naming: Naming, keys: list[str], n_layer: int) -> tuple[Expected, set[str], set[str]]:
     """(the names an `n_layer` model holds, which of them `keys` lacks, which keys it does not know)."""
-    expected = expected_names(scheme, n_layer)
+    expected = expected_names(naming, n_layer)
     present = set(keys)
     missing = {
         n for n, (row, i) in expected.items() if n not in present and not is_optional(row, i)
@@ -132,10 +178,36 @@ def _mismatch(scheme: Scheme, keys: list[str], n_layer: int) -> tuple[Expected, 
     return expected, missing, present - expected.keys()
 
 
-def _check_keys(source: TensorSource, scheme: Scheme) -> tuple[Expected, int]:
-    """The table rows of every key and the layer count. L is the count the keys fit best (fewest
-    missing plus unexpected keys; ties go to the deeper model), so one stray `blocks.7.*` key in a
-    2-layer file is reported as one unexpected key, not as six missing layers."""
+Fit = tuple[int, Expected, set[str], set[str]]  # (layers, expected, missing, unexpected)
+
+
+def _best_fit(naming: Naming, keys: list[str]) -> Fit:
+    """The layer count the keys fit best in this naming (fewest missing plus unexpected keys; ties
+    go to the deeper model), so one stray `blocks.7.*` key in a 2-layer file is reported as one
+    unexpected key, not as six missing layers."""
+    # A model of L layers has more than L keys, so deeper candidates cannot fit better.
+    candidates = {1} | {i + 1 for i in layer_indices(naming, keys) if i < len(keys)}
+    fits = {n: _mismatch(naming, keys, n) for n in candidates}
+    n_layer = min(fits, key=lambda n: (len(fits[n][1]) + len(fits[n][2]), -n))
+    return (n_layer, *fits[n_layer])
+
+
+def _first_unmatched(fit: Fit, limit: int = 4) -> str:
+    _, _, missing, unexpected = fit
+    parts = []
+    if unexpected:
+        parts.append("not in it: " + ", ".join(sorted(unexpected)[:limit]))
+    if missing:
+        parts.append("missing: " + ", ".join(sorted(missing)[:limit]))
+    return f"{len(missing) + len(unexpected)} unmatched ({'; '.join(parts)})"
+
+
+def detect_naming(source: TensorSource) -> tuple[Naming, Expected, int]:
+    """The naming the tensor names follow, with every key's table row and the layer count.
+
+    Refused when the names fit no naming exactly: the error is about the closest one, and lists
+    the first names each table leaves unmatched.
+    """
     keys = source.keys()
     if foreign := detect_foreign(keys):
         family, examples = foreign
@@ -143,37 +215,38 @@ def _check_keys(source: TensorSource, scheme: Scheme) -> tuple[Expected, int]:
             f"{source.label}: detected {family} (keys such as {', '.join(examples)}); "
             "only RWKV-7 x070 checkpoints can be converted"
         )
-    # A model of L layers has more than L keys, so deeper candidates cannot fit better.
-    candidates = {1} | {i + 1 for i in layer_indices(scheme, keys) if i < len(keys)}
-    fits = {n: _mismatch(scheme, keys, n) for n in candidates}
-    n_layer = min(fits, key=lambda n: (len(fits[n][1]) + len(fits[n][2]), -n))
-    expected, missing, unexpected = fits[n_layer]
-    if missing or unexpected:
-        label = f"{source.label} (read as a {n_layer}-layer model)"
-        raise KeyMismatchError(label, missing=missing, unexpected=unexpected)
-    return expected, n_layer
+    fits = {naming: _best_fit(naming, keys) for naming in NAMINGS}
+    for naming, (n_layer, expected, missing, unexpected) in fits.items():
+        if not missing and not unexpected:
+            return naming, expected, n_layer
+    closest = min(NAMINGS, key=lambda n: len(fits[n][2]) + len(fits[n][3]))
+    n_layer, _, missing, unexpected = fits[closest]
+    label = f"{source.label} (closest to the {NAMING_TITLES[closest]} names of a {n_layer}-layer model)"
+    against = "; ".join(f"{NAMING_TITLES[n]} names: {_first_unmatched(fits[n])}" for n in NAMINGS)
+    raise KeyMismatchError(label, missing=missing, unexpected=unexpected, naming=closest,
+                           detail=f"no naming fits exactly; {against}")
 
 
-def _infer_config(source: TensorSource, scheme: Scheme, n_layer: int) -> Config:
+def _infer_config(source: TensorSource, naming: Naming, n_layer: int) -> Config:
     """H, N from `r_k`; V, D from `emb`; F from `ffn.key`; ranks from the LoRA first matrices."""
     rows = {r.path: r for r in (*TOP_ROWS, *LAYER_ROWS)}
     present = set(source.keys())
 
     def params_shape(path: str, layer: int | None, ndim: int) -> Shape:
         row = rows[path]
-        key = row.name(scheme) if layer is None else layer_name(scheme, row, layer)
+        key = row.name(naming) if layer is None else layer_name(naming, row, layer)
         shape = source.shape(key)
         if len(shape) != ndim:
             raise ShapeMismatchError(
                 f"{source.label}: {key} has shape {shape}, expected {ndim} dimensions"
             )
-        return shape[::-1] if row.layout(scheme) == T else shape
+        return shape[::-1] if row.layout(naming) == T else shape
 
     n_head, head_size = params_shape("att.r_k", 0, 2)
     vocab_size, n_embd = params_shape("emb", None, 2)
     # Layer 0's v LoRA is unused and may be absent: read the rank from layer 1 when there is one.
     v_layer = 1 if n_layer > 1 else 0
-    if layer_name(scheme, rows["att.v1"], v_layer) in present:
+    if layer_name(naming, rows["att.v1"], v_layer) in present:
         d_mv = params_shape("att.v1", v_layer, 2)[1]
     else:  # a one-layer model without layer-0 v: the rank is arbitrary, the weights are zeros
         d_mv = lora_rank(n_embd, 1.7)
@@ -193,12 +266,12 @@ def _infer_config(source: TensorSource, scheme: Scheme, n_layer: int) -> Config:
         raise ShapeMismatchError(f"{source.label}: inconsistent shapes: {e}") from e
 
 
-def _check_shapes(source: TensorSource, scheme: Scheme, expected: Expected, cfg: Config) -> None:
+def _check_shapes(source: TensorSource, naming: Naming, expected: Expected, cfg: Config) -> None:
     shapes = _layer_shapes(cfg)
     problems = []
     for key in source.keys():
         row, _ = expected[key]
-        want = _stored_shape(shapes[row.path], row.layout(scheme))
+        want = _stored_shape(shapes[row.path], row.layout(naming))
         got = source.shape(key)
         # A vector may come as [C] or [1, 1, C]: compare by element count and non-unit dims.
         is_vector = len(shapes[row.path]) == 1
@@ -247,19 +320,21 @@ def _copy_in(slot: np.ndarray, array: np.ndarray, layout: Layout, label: str, ke
 
 def read_params(
     source: TensorSource,
-    scheme: Scheme,
+    container: str,
     *,
     dtype: str | np.dtype | None = None,
     on_tensor: OnTensor | None = None,
 ) -> tuple[Params, Config, SourceMeta]:
-    """Checks names, shapes and dtypes, then copies tensor by tensor into fresh leaves.
+    """Detects the naming, checks names, shapes and dtypes, then copies tensor by tensor into
+    fresh leaves.
 
     The leaves are jax arrays on the CPU, in the file's dtype unless `dtype` is given (mixed
     files default to float32).
     """
-    expected, n_layer = _check_keys(source, scheme)
-    cfg = _infer_config(source, scheme, n_layer)
-    _check_shapes(source, scheme, expected, cfg)
+    source = FusedTokenShift(source)
+    naming, expected, n_layer = detect_naming(source)
+    cfg = _infer_config(source, naming, n_layer)
+    _check_shapes(source, naming, expected, cfg)
     stored = _source_dtype(source)
     out_dtype = as_dtype(dtype) or stored or np.dtype(np.float32)
 
@@ -267,19 +342,20 @@ def read_params(
     params = _allocate(cfg, out_dtype)
     present = set(source.keys())
     for row, i in expected.values():
-        if is_optional(row, i) and layer_name(scheme, row, 0) not in present:
+        if is_optional(row, i) and layer_name(naming, row, 0) not in present:
             _leaf(params["blocks"], row.path)[0] = 0
     keys = source.keys()
     for index, key in enumerate(keys):
         row, i = expected[key]
         leaf = _leaf(params, row.path) if i is None else _leaf(params["blocks"], row.path)
         slot = leaf if i is None else leaf[i]
-        _copy_in(slot, source.array(key), row.layout(scheme), source.label, key)
+        _copy_in(slot, source.array(key), row.layout(naming), source.label, key)
         if on_tensor is not None:
             on_tensor(key, index, len(keys))
-    optional0 = [layer_name(scheme, r, 0) for r in LAYER_ROWS if is_optional(r, 0)]
+    optional0 = [layer_name(naming, r, 0) for r in LAYER_ROWS if is_optional(r, 0)]
     meta = SourceMeta(
-        format=scheme,
+        container=container,
+        naming=naming,
         path=source.label,
         dtype=stored.name if stored is not None else "mixed",
         layer0_v=all(n in present for n in optional0),
@@ -323,13 +399,15 @@ def _params_dtype(params: Params) -> np.dtype:
 
 def plan_tensors(
     params: Params,
-    scheme: Scheme,
+    naming: Naming,
     *,
     dtype: str | np.dtype | None = None,
     layer0_v: bool = True,
     on_tensor: OnTensor | None = None,
 ) -> list[Planned]:
-    """The official tensors for `params`, in the official order (embedding, blocks, head).
+    """The official tensors for `params` in `naming`, in the official order (embedding, blocks,
+    head). Layer 0's unused v LoRA is written for BlinkDL names when `layer0_v`, never for
+    flash-linear-attention names, always for transformers names (its class registers it).
 
     `on_tensor` is called as each tensor's bytes are made.
     """
@@ -340,8 +418,8 @@ def plan_tensors(
     shapes = _layer_shapes(cfg)
 
     def plan(row: Row, layer: int | None, index: int, count: int) -> Planned:
-        name = row.name(scheme) if layer is None else layer_name(scheme, row, layer)
-        layout = row.layout(scheme)
+        name = row.name(naming) if layer is None else layer_name(naming, row, layer)
+        layout = row.layout(naming)
         shape = _stored_shape(shapes[row.path], layout)
 
         def make() -> np.ndarray:
@@ -355,8 +433,10 @@ def plan_tensors(
 
         return Planned(name, shape, out_dtype, make)
 
+    keep_layer0_v = {"blink": layer0_v, "fla": False, "transformers": True}[naming]
+
     def skip(row: Row, layer: int) -> bool:
-        return is_optional(row, layer) and (scheme == "hf" or not layer0_v)
+        return is_optional(row, layer) and not keep_layer0_v
 
     top = {r.path: r for r in TOP_ROWS}
     head_rows = [top["ln_out.weight"], top["ln_out.bias"], top["head"]]

@@ -36,17 +36,23 @@ class NotX070Error(ConvertError):
 
 
 class KeyMismatchError(ConvertError):
-    """Keys the x070 table does not know, or keys it needs that the checkpoint lacks."""
+    """Keys the x070 table does not know, or keys it needs that the checkpoint lacks.
 
-    def __init__(self, source: str, *, missing: Iterable[str] = (), unexpected: Iterable[str] = ()):
+    `missing` and `unexpected` are against `naming`, the table the keys came closest to (None
+    when no naming was in question); `detail` says how the other tables fared.
+    """
+
+    def __init__(self, source: str, *, missing: Iterable[str] = (), unexpected: Iterable[str] = (),
+                 naming: str | None = None, detail: str = ""):
         self.missing = sorted(missing)
         self.unexpected = sorted(unexpected)
+        self.naming = naming
         parts = []
         if self.missing:
             parts.append(f"missing keys: {_listing(self.missing)}")
         if self.unexpected:
             parts.append(f"unexpected keys: {_listing(self.unexpected)}")
-        super().__init__(f"{source}: " + "; ".join(parts))
+        super().__init__(f"{source}: " + "; ".join(parts) + (f" ({detail})" if detail else ""))
 
 
 class ShapeMismatchError(ConvertError):
@@ -63,3 +69,7 @@ class VocabMismatchError(ConvertError):
 
 class NonFiniteError(ConvertError):
     """A tensor holds NaN or Inf values."""
+
+
+class StateFileError(ConvertError):
+    """A state file that is not a state of the form this reader knows, or not of this model."""

@@ -1,8 +1,9 @@
-"""Hugging Face RWKV-7 checkpoints (the flash-linear-attention `model.layers.i.attn.*` layout).
+"""Safetensors checkpoints: a Hugging Face directory, a sharded index, or a single file.
 
-A checkpoint is a directory with `config.json` and either `model.safetensors` or shards listed by
+A directory holds `config.json` and either `model.safetensors` or shards listed by
 `model.safetensors.index.json`; a single `.safetensors` file or an index file also works as input.
-The tensors alone define the model: `config.json` is written for HF tools, never read.
+The tensor names may follow any naming in `convert.keymap` (detected on reading). The tensors
+alone define the model: `config.json` is written for HF tools, never read.
 """
 
 from __future__ import annotations
@@ -16,21 +17,15 @@ import numpy as np
 
 from convert import safetensors
 from convert.assemble import OnTensor, Planned, SourceMeta, plan_tensors, read_params
-from convert.errors import (
-    CorruptCheckpointError,
-    KeyMismatchError,
-    ShapeMismatchError,
-    UnsupportedFormatError,
-)
-from convert.keymap import TOKEN_SHIFT
-from rwkv_jax.atomic import atomic_directory
+from convert.errors import CorruptCheckpointError, UnsupportedFormatError
+from convert.keymap import Naming
+from rwkv_jax.atomic import atomic_directory, make_dirs
 from rwkv_jax.config import Config
 from rwkv_jax.params import Params
 
 SINGLE = "model.safetensors"
 INDEX = "model.safetensors.index.json"
 CONFIG = "config.json"
-_LEGACY_SHIFT = ".attn.x_x"  # [6, C]: x_r, x_w, x_k, x_v, x_a, x_g fused (FLA, early 2025)
 
 
 def _read_index(index: Path) -> dict[str, Path]:
@@ -63,14 +58,12 @@ def _locate(path: Path) -> tuple[list[Path], dict[str, Path] | None]:
 
 
 class HFSource:
-    """All tensors of a (possibly sharded) HF checkpoint, with legacy fused token-shift rows split
-    into the six names the table knows."""
+    """All tensors of a (possibly sharded) safetensors checkpoint, each found in its one file."""
 
     def __init__(self, path: str | os.PathLike):
         self.label = str(path)
         files, weight_map = _locate(Path(path))
-        # name -> (file, stored name, row of a legacy fused tensor or None)
-        self._where: dict[str, tuple[safetensors.SafetensorsFile, str, int | None]] = {}
+        self._where: dict[str, safetensors.SafetensorsFile] = {}
         for file in map(safetensors.SafetensorsFile, files):
             for key in file.keys():
                 if key in self._where:
@@ -80,39 +73,21 @@ class HFSource:
                         f"{self.label}: {key} is in {file.path.name}, the index says "
                         f"{weight_map.get(key, 'nothing')}"
                     )
-                self._where[key] = (file, key, None)
+                self._where[key] = file
         if weight_map is not None and (unlisted := weight_map.keys() - self._where.keys()):
             raise CorruptCheckpointError(f"{self.label}: indexed, in no shard: {sorted(unlisted)}")
-        for key in [k for k in self._where if k.endswith(_LEGACY_SHIFT)]:
-            self._split_token_shift(key)
-
-    def _split_token_shift(self, key: str) -> None:
-        file, _, _ = self._where.pop(key)
-        shape = file.shape(key)
-        if len(shape) != 2 or shape[0] != len(TOKEN_SHIFT):
-            raise ShapeMismatchError(f"{self.label}: {key} has shape {shape}, expected [6, C]")
-        prefix = key[: -len("x_x")]
-        if clash := [prefix + x for x in TOKEN_SHIFT if prefix + x in self._where]:
-            raise KeyMismatchError(self.label, unexpected=[key, *clash])
-        for row, x in enumerate(TOKEN_SHIFT):
-            self._where[prefix + x] = (file, key, row)
 
     def keys(self) -> list[str]:
         return list(self._where)
 
     def shape(self, key: str) -> tuple[int, ...]:
-        file, stored, row = self._where[key]
-        shape = file.shape(stored)
-        return shape if row is None else shape[1:]
+        return self._where[key].shape(key)
 
     def dtype(self, key: str) -> np.dtype:
-        file, stored, _ = self._where[key]
-        return file.dtype(stored)
+        return self._where[key].dtype(key)
 
     def array(self, key: str) -> np.ndarray:
-        file, stored, row = self._where[key]
-        array = file.array(stored)
-        return array if row is None else array[row]
+        return self._where[key].array(key)
 
 
 def read_hf(
@@ -122,11 +97,37 @@ def read_hf(
     on_tensor: OnTensor | None = None,
 ) -> tuple[Params, Config, SourceMeta]:
     """Params (jax CPU arrays in the file's dtype unless `dtype`), the inferred Config, meta."""
-    return read_params(HFSource(path), "hf", dtype=dtype, on_tensor=on_tensor)
+    return read_params(HFSource(path), "safetensors", dtype=dtype, on_tensor=on_tensor)
 
 
-def hf_config(cfg: Config, dtype: np.dtype) -> dict[str, Any]:
-    """`config.json` for flash-linear-attention's RWKV7 model class."""
+def hf_config(cfg: Config, dtype: np.dtype, naming: Naming = "fla") -> dict[str, Any] | None:
+    """`config.json` for the model class that reads `naming`: flash-linear-attention's
+    `RWKV7ForCausalLM`, or transformers' `Rwkv7ForCausalLM`. None for BlinkDL names, which no
+    Hugging Face class reads."""
+    if naming == "transformers":
+        return {
+            "architectures": ["Rwkv7ForCausalLM"],
+            "model_type": "rwkv7",
+            "vocab_size": cfg.vocab_size,
+            "hidden_size": cfg.n_embd,
+            "num_hidden_layers": cfg.n_layer,
+            "head_dim": cfg.head_size,
+            "num_heads": cfg.n_head,
+            "decay_low_rank_dim": cfg.d_decay,
+            "a_low_rank_dim": cfg.d_aaa,
+            "v_low_rank_dim": cfg.d_mv,
+            "gate_low_rank_dim": cfg.d_gate,
+            "intermediate_size": cfg.dim_ffn,
+            "norm_eps": 1e-5,
+            "norm_bias": True,
+            "tie_word_embeddings": False,
+            "bos_token_id": 0,
+            "eos_token_id": 0,
+            "pad_token_id": 0,
+            "dtype": dtype.name,
+        }
+    if naming == "blink":
+        return None
     return {
         "architectures": ["RWKV7ForCausalLM"],
         "model_type": "rwkv7",
@@ -169,16 +170,19 @@ def write_hf(
     params: Params,
     path: str | os.PathLike,
     *,
+    naming: Naming = "fla",
     dtype: Any = None,
     max_shard_bytes: int | None = None,
     overwrite: bool = False,
     on_tensor: OnTensor | None = None,
 ) -> Path:
-    """Writes a HF checkpoint directory (no layer-0 `v_lora`, as in HF models); sharded with an
-    index when `max_shard_bytes` is given and exceeded. The directory appears only once complete.
+    """Writes a HF checkpoint directory with the tensors in `naming` (flash-linear-attention by
+    default, without layer 0's `v_lora` as its models have), and the `config.json` of the class
+    that reads that naming (none for BlinkDL names); sharded with an index when `max_shard_bytes`
+    is given and exceeded. The directory appears only once complete.
     """
     with atomic_directory(path, overwrite=overwrite) as tmp:
-        planned = plan_tensors(params, "hf", dtype=dtype, on_tensor=on_tensor)
+        planned = plan_tensors(params, naming, dtype=dtype, on_tensor=on_tensor)
         groups = _shards(planned, max_shard_bytes)
         names = [SINGLE] if len(groups) == 1 else [
             f"model-{k:05d}-of-{len(groups):05d}.safetensors" for k in range(1, len(groups) + 1)
@@ -193,7 +197,32 @@ def write_hf(
                 "weight_map": {p.name: n for n, g in zip(names, groups, strict=True) for p in g},
             }
             (tmp / INDEX).write_text(json.dumps(index, indent=2))
-        cfg = Config.from_params(params)
-        (tmp / CONFIG).write_text(json.dumps(hf_config(cfg, planned[0].dtype), indent=2))
+        config = hf_config(Config.from_params(params), planned[0].dtype, naming)
+        if config is not None:
+            (tmp / CONFIG).write_text(json.dumps(config, indent=2))
     return Path(path).absolute()
+
+
+def write_safetensors(
+    params: Params,
+    path: str | os.PathLike,
+    *,
+    naming: Naming = "fla",
+    dtype: Any = None,
+    on_tensor: OnTensor | None = None,
+) -> Path:
+    """Writes one `.safetensors` file with the tensors in `naming` (BlinkDL names give what the
+    ai00 / web-rwkv converters produce). The file appears only once complete."""
+    path = Path(path)
+    if path.suffix != ".safetensors":
+        raise UnsupportedFormatError(f"{path}: a safetensors file name ends in .safetensors")
+    planned = plan_tensors(params, naming, dtype=dtype, on_tensor=on_tensor)
+    make_dirs(path.parent)
+    partial = path.with_name(f".{path.name}.partial")
+    try:
+        safetensors.write(partial, planned, {"format": "pt"})
+        os.replace(partial, path)
+    finally:
+        partial.unlink(missing_ok=True)
+    return path.absolute()
 

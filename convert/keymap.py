@@ -1,8 +1,20 @@
-"""The one table mapping official `.pth` and Hugging Face names onto the params pytree.
+"""The one table mapping the official tensor names onto the params pytree, in every naming.
+
+Three namings of the same tensors are in use, and any of them may come in either container
+(a `.pth` pickle or safetensors):
+
+    blink         BlinkDL's training code (`blocks.{i}.att.w1`, `emb.weight`): the official `.pth`,
+                  and the safetensors files the ai00 / web-rwkv converters write.
+    fla           flash-linear-attention (`model.layers.{i}.attn.w_lora.lora.0.weight`): the
+                  `fla-hub` Hugging Face repos.
+    transformers  the native `transformers` Rwkv7ForCausalLM (`rwkv7.blocks.{i}.att.w1`,
+                  `rwkv7.emb.weight`, `head.weight`): BlinkDL's names and layouts under the
+                  `rwkv7.` base-model prefix (huggingface/transformers `models/rwkv7`, whose
+                  converter from `.pth` is that prefix rename).
 
 A row says where a tensor lives in `rwkv_jax.params` (a dotted path; per-layer rows live under
-`blocks` with the layer on the leading axis), its official name and layout, and its HF name and
-layout. Layouts relative to the params leaf:
+`blocks` with the layer on the leading axis), its BlinkDL name and layout and its
+flash-linear-attention name and layout. Layouts relative to the params leaf:
 
     SAME  stored as in params
     VEC3  a params vector [C] stored as [1, 1, C]
@@ -24,22 +36,34 @@ SAME: Layout = "same"
 VEC3: Layout = "vec3"
 T: Layout = "t"
 
-Scheme = Literal["pth", "hf"]
+Naming = Literal["blink", "fla", "transformers"]
+NAMINGS: tuple[Naming, ...] = ("blink", "fla", "transformers")
+NAMING_TITLES: dict[Naming, str] = {
+    "blink": "BlinkDL",
+    "fla": "flash-linear-attention",
+    "transformers": "transformers",
+}
+_TRANSFORMERS_PREFIX = "rwkv7."  # Rwkv7ForCausalLM.rwkv7; its `head` sits outside it
 
 
 @dataclass(frozen=True)
 class Row:
     path: str  # params path, e.g. "att.w1" (under `blocks` for layer rows)
-    pth: str  # official name; layer rows are relative to `blocks.{i}.`
-    pth_layout: Layout
-    hf: str  # HF name; layer rows are relative to `model.layers.{i}.`
-    hf_layout: Layout
+    blink: str  # BlinkDL name; layer rows are relative to `blocks.{i}.`
+    blink_layout: Layout
+    fla: str  # flash-linear-attention name; layer rows are relative to `model.layers.{i}.`
+    fla_layout: Layout
 
-    def name(self, scheme: Scheme) -> str:
-        return self.pth if scheme == "pth" else self.hf
+    def name(self, naming: Naming) -> str:
+        """The full name of a top-level row, the name below the layer prefix of a layer row."""
+        if naming == "fla":
+            return self.fla
+        if naming == "transformers" and self in TOP_ROWS and self.path != "head":
+            return _TRANSFORMERS_PREFIX + self.blink
+        return self.blink
 
-    def layout(self, scheme: Scheme) -> Layout:
-        return self.pth_layout if scheme == "pth" else self.hf_layout
+    def layout(self, naming: Naming) -> Layout:
+        return self.fla_layout if naming == "fla" else self.blink_layout
 
 
 def _lora(x: str, bias: bool) -> tuple[Row, ...]:
@@ -91,32 +115,36 @@ LAYER_ROWS: tuple[Row, ...] = (
 )
 
 # Layer 0 takes v from its own value projection, so its value-residual LoRA is never used:
-# official files may or may not carry it, HF files never do.
+# BlinkDL files may or may not carry it, flash-linear-attention files never do, and the
+# transformers class registers it on every layer.
 LAYER0_UNUSED = frozenset({"att.v0", "att.v1", "att.v2"})
 
-LAYER_PREFIX: dict[Scheme, str] = {"pth": "blocks.{i}.", "hf": "model.layers.{i}."}
-_LAYER_INDEX: dict[Scheme, re.Pattern[str]] = {
-    "pth": re.compile(r"^blocks\.(\d+)\."),
-    "hf": re.compile(r"^model\.layers\.(\d+)\."),
+LAYER_PREFIX: dict[Naming, str] = {
+    "blink": "blocks.{i}.",
+    "fla": "model.layers.{i}.",
+    "transformers": _TRANSFORMERS_PREFIX + "blocks.{i}.",
+}
+_LAYER_INDEX: dict[Naming, re.Pattern[str]] = {
+    naming: re.compile("^" + re.escape(prefix).replace(re.escape("{i}"), r"(\d+)"))
+    for naming, prefix in LAYER_PREFIX.items()
 }
 
 
-def layer_name(scheme: Scheme, row: Row, i: int) -> str:
-    return LAYER_PREFIX[scheme].format(i=i) + row.name(scheme)
+def layer_name(naming: Naming, row: Row, i: int) -> str:
+    return LAYER_PREFIX[naming].format(i=i) + row.name(naming)
 
 
-def layer_indices(scheme: Scheme, keys: Iterable[str]) -> set[int]:
+def layer_indices(naming: Naming, keys: Iterable[str]) -> set[int]:
     """Every block index the keys name."""
-    return {int(m.group(1)) for k in keys if (m := _LAYER_INDEX[scheme].match(k))}
+    return {int(m.group(1)) for k in keys if (m := _LAYER_INDEX[naming].match(k))}
 
 
-
-def expected_names(scheme: Scheme, n_layer: int) -> dict[str, tuple[Row, int | None]]:
+def expected_names(naming: Naming, n_layer: int) -> dict[str, tuple[Row, int | None]]:
     """Every name a complete checkpoint with `n_layer` blocks holds -> (row, layer or None)."""
-    names: dict[str, tuple[Row, int | None]] = {r.name(scheme): (r, None) for r in TOP_ROWS}
+    names: dict[str, tuple[Row, int | None]] = {r.name(naming): (r, None) for r in TOP_ROWS}
     for i in range(n_layer):
         for row in LAYER_ROWS:
-            names[layer_name(scheme, row, i)] = (row, i)
+            names[layer_name(naming, row, i)] = (row, i)
     return names
 
 

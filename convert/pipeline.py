@@ -1,4 +1,5 @@
-"""`convert()`: official checkpoint -> rwkv_jax checkpoint, or back, picking formats by path.
+"""`convert()`: official checkpoint -> rwkv_jax checkpoint, or back, picking formats by path;
+`read_checkpoint()`: the import half alone, in memory.
 
 Import reads everything (checking names, shapes, dtypes and values) before anything is written,
 and `rwkv_jax.checkpoint.save` writes to a temporary directory renamed at the end, so a bad input
@@ -11,13 +12,16 @@ import os
 from pathlib import Path
 from typing import Any, Literal
 
-from convert.assemble import OnTensor
+from convert.assemble import OnTensor, SourceMeta
 from convert.errors import UnsupportedFormatError, VocabMismatchError
-from convert.hf import INDEX, SINGLE, read_hf, write_hf
+from convert.hf import INDEX, SINGLE, read_hf, write_hf, write_safetensors
+from convert.keymap import Naming
 from convert.pth import read_pth, write_pth
 from rwkv_jax import checkpoint
 from rwkv_jax.atomic import check_parents
-from rwkv_jax.tokenizer import WORLD_VOCAB, load_tokenizer
+from rwkv_jax.config import Config
+from rwkv_jax.params import Params
+from rwkv_jax.tokenizer import WORLD_VOCAB, Tokenizer, load_tokenizer
 
 Format = Literal["auto", "pth", "hf"]
 
@@ -47,45 +51,78 @@ def detect_format(path: str | os.PathLike) -> Literal["pth", "hf"]:
     )
 
 
+def read_checkpoint(
+    src: str | os.PathLike,
+    *,
+    format: Format = "auto",
+    dtype: Any = None,
+    on_tensor: OnTensor | None = None,
+) -> tuple[Params, Config, SourceMeta]:
+    """An official checkpoint (`.pth`, `.safetensors`, index json or HF directory, any naming)
+    read into params with every check of the converter; nothing is written."""
+    fmt = detect_format(src) if format == "auto" else format
+    read = {"pth": read_pth, "hf": read_hf}[fmt]
+    return read(src, dtype=dtype, on_tensor=on_tensor)
+
+
+def check_vocab(src: str | os.PathLike, cfg: Config, tokenizer: Tokenizer | None) -> None:
+    """Refuses a tokenizer with ids the embedding has no rows for."""
+    if tokenizer is not None and tokenizer.max_id >= cfg.vocab_size:
+        raise VocabMismatchError(
+            f"{src}: the embedding has {cfg.vocab_size} rows but the tokenizer "
+            f"{tokenizer.name!r} uses ids up to {tokenizer.max_id}; pass the model's vocab file, "
+            "or the vocab 'bytes' (id = byte value) or 'none' (token ids only)"
+        )
+
+
+def _export(params: Params, dst: Path, fmt: Format, naming: Naming | None, dtype: Any,
+            overwrite: bool, on_tensor: OnTensor | None) -> Path:
+    """`params` written to `dst`: `.pth`, one `.safetensors` file, or a HF directory."""
+    if fmt == "auto":
+        fmt = "pth" if dst.suffix == ".pth" else "hf"
+    if fmt == "pth":
+        write_pth(params, dst, naming=naming or "blink", dtype=dtype, on_tensor=on_tensor)
+        return dst
+    if dst.suffix == ".safetensors":
+        return write_safetensors(params, dst, naming=naming or "fla", dtype=dtype, on_tensor=on_tensor)
+    return write_hf(params, dst, naming=naming or "fla", dtype=dtype, overwrite=overwrite,
+                    on_tensor=on_tensor)
+
+
 def convert(
     src: str | os.PathLike,
     dst: str | os.PathLike,
     *,
     dtype: Any = None,
     format: Format = "auto",
+    naming: Naming | None = None,
     vocab: str | os.PathLike | None = None,
     overwrite: bool = False,
     on_tensor: OnTensor | None = None,
 ) -> Path:
     """Converts `src` into `dst` and returns `dst`.
 
-    Import (src is a `.pth`, safetensors file, index json or HF directory): writes an rwkv_jax
-    checkpoint that `rwkv_jax.load(dst)` opens, recording `vocab` (a vocab file; default the
-    RWKV World vocab). Export (src is an rwkv_jax checkpoint): writes `.pth` when dst ends in
-    `.pth`, else a HF directory. `format` names the official side; `dtype` ("fp32", "bf16")
-    defaults to the source's.
+    Import (src is a `.pth`, safetensors file, index json or HF directory, in any naming): writes
+    an rwkv_jax checkpoint that `rwkv_jax.load(dst)` opens, recording `vocab` (a vocab file,
+    or a built-in name: `bytes`, `none`; see `rwkv_jax.tokenizer`; default the RWKV World vocab).
+    Export (src is an rwkv_jax checkpoint): writes `.pth` when dst ends in `.pth`, one
+    safetensors file when it ends in `.safetensors`, else a HF directory, with the tensors in
+    `naming` ("blink", "fla" or "transformers"; default BlinkDL for `.pth`,
+    flash-linear-attention otherwise). `format`
+    names the official side's container; `dtype` ("fp32", "bf16") defaults to the source's.
     """
     src, dst = Path(src), Path(dst)
     check_parents(dst)
     if dst.exists() and not overwrite:
         raise FileExistsError(f"{dst} exists; pass overwrite=True to replace it")
     if src.is_dir() and _is_rwkv_jax_checkpoint(src):
-        fmt = format if format != "auto" else ("pth" if dst.suffix == ".pth" else "hf")
         params = checkpoint.load(src).params
-        if fmt == "pth":
-            write_pth(params, dst, dtype=dtype, on_tensor=on_tensor)  # replaces dst at the end
-            return dst
-        return write_hf(params, dst, dtype=dtype, overwrite=overwrite, on_tensor=on_tensor)
-    fmt = detect_format(src) if format == "auto" else format
-    read = {"pth": read_pth, "hf": read_hf}[fmt]
+        return _export(params, dst, format, naming, dtype, overwrite, on_tensor)
+    if naming is not None:
+        raise ValueError(f"naming={naming!r} applies to exports; an import reads the naming from {src}")
     tokenizer = load_tokenizer(vocab if vocab is not None else WORLD_VOCAB)
-    params, cfg, _ = read(src, dtype=dtype, on_tensor=on_tensor)
-    if tokenizer.max_id >= cfg.vocab_size:
-        raise VocabMismatchError(
-            f"{src}: the embedding has {cfg.vocab_size} rows but the tokenizer "
-            f"{tokenizer.name!r} uses ids up to {tokenizer.max_id}; pass the model's vocab file"
-        )
+    params, cfg, _ = read_checkpoint(src, format=format, dtype=dtype, on_tensor=on_tensor)
+    check_vocab(src, cfg, tokenizer)
     return checkpoint.save(
         dst, params, cfg, str(vocab) if vocab is not None else WORLD_VOCAB, overwrite=overwrite
     )
-

@@ -1,4 +1,5 @@
-"""Official RWKV-7 `.pth` files (a `torch.save`d flat state dict) in and out.
+"""RWKV-7 `.pth` files (a `torch.save`d flat state dict) in and out, in any naming of
+`convert.keymap` (BlinkDL's is the official one).
 
 Reading never unpickles arbitrary objects: `torch.load(weights_only=True)` admits only tensors
 and plain containers, so a pickle that would run code is refused as unsafe. `mmap=True` leaves
@@ -24,6 +25,7 @@ from convert.errors import (
     UnsafeCheckpointError,
     UnsupportedFormatError,
 )
+from convert.keymap import Naming
 from rwkv_jax.atomic import make_dirs
 from rwkv_jax.config import Config
 from rwkv_jax.params import Params
@@ -102,7 +104,10 @@ def _check_records(path: Path, names: list[str]) -> None:
             )
 
 
-def _load_state_dict(path: Path) -> dict[str, torch.Tensor]:
+def torch_load(path: Path) -> object:
+    """A `torch.save`d file of tensors and plain containers, loaded memory-mapped with
+    `weights_only=True`; anything else (an empty, foreign, truncated or code-running file) is
+    refused naming the file."""
     import torch
 
     size = path.stat().st_size  # FileNotFoundError for a missing file, as open() would
@@ -112,7 +117,7 @@ def _load_state_dict(path: Path) -> dict[str, torch.Tensor]:
         if f.read(4) != _ZIP_MAGIC:
             raise CorruptCheckpointError(f"{path}: not a torch zip archive (other format, corrupt)")
     try:
-        state = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
+        return torch.load(path, map_location="cpu", weights_only=True, mmap=True)
     except pickle.UnpicklingError as e:
         if "weights only" in str(e).lower():
             # torch's message also advises retrying with weights_only=False: never for this file
@@ -124,6 +129,12 @@ def _load_state_dict(path: Path) -> dict[str, torch.Tensor]:
         raise CorruptCheckpointError(f"{path}: corrupt pickle: {e}") from e
     except (RuntimeError, EOFError, OSError, ValueError) as e:
         raise CorruptCheckpointError(f"{path}: truncated or corrupt torch archive: {e}") from e
+
+
+def _load_state_dict(path: Path) -> dict[str, torch.Tensor]:
+    import torch
+
+    state = torch_load(path)
     if not isinstance(state, dict):
         raise UnsupportedFormatError(f"{path}: expected a state dict, got {type(state).__name__}")
     nested = sorted(str(k) for k, v in state.items() if not isinstance(v, torch.Tensor))
@@ -146,7 +157,7 @@ def _numpy_dtype(tensor: torch.Tensor) -> np.dtype:
         raise DtypeError(f"torch dtype {tensor.dtype} has no numpy equivalent") from e
 
 
-def _to_numpy(tensor: torch.Tensor) -> np.ndarray:
+def to_numpy(tensor: torch.Tensor) -> np.ndarray:
     """A view of the tensor's bytes (no copy); bf16 goes through int16, which numpy knows."""
     import torch
 
@@ -155,7 +166,7 @@ def _to_numpy(tensor: torch.Tensor) -> np.ndarray:
     return tensor.numpy()
 
 
-def _to_torch(array: np.ndarray) -> torch.Tensor:
+def to_torch(array: np.ndarray) -> torch.Tensor:
     import torch
 
     if array.dtype == ml_dtypes.bfloat16:
@@ -183,7 +194,7 @@ class PthSource:
             raise DtypeError(f"{self.label}: {key}: {e}") from e
 
     def array(self, key: str) -> np.ndarray:
-        return _to_numpy(self._state[key])
+        return to_numpy(self._state[key])
 
 
 def read_pth(
@@ -200,11 +211,13 @@ def write_pth(
     params: Params,
     path: str | os.PathLike,
     *,
+    naming: Naming = "blink",
     dtype: Any = None,
     layer0_v: bool = True,
     on_tensor: OnTensor | None = None,
 ) -> None:
-    """Writes the official format (loadable by the `rwkv` package with `RWKV_V7_ON=1`).
+    """Writes a `.pth` with the tensors in `naming`; BlinkDL names (the default) are the official
+    format, loadable by the `rwkv` package with `RWKV_V7_ON=1`.
 
     `layer0_v=False` leaves out layer 0's unused v0/v1/v2, as some released files do. The file
     appears only once complete.
@@ -214,9 +227,9 @@ def write_pth(
     path = Path(path)
     if path.suffix != ".pth":  # the official loader appends ".pth" to the name it is given
         raise UnsupportedFormatError(f"{path}: an official checkpoint file name ends in .pth")
-    planned = plan_tensors(params, "pth", dtype=dtype, layer0_v=layer0_v, on_tensor=on_tensor)
+    planned = plan_tensors(params, naming, dtype=dtype, layer0_v=layer0_v, on_tensor=on_tensor)
     make_dirs(path.parent)
-    state = {p.name: _to_torch(p.make()) for p in planned}
+    state = {p.name: to_torch(p.make()) for p in planned}
     partial = path.with_name(f".{path.name}.partial")
     try:
         torch.save(state, partial)

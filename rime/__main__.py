@@ -1,6 +1,7 @@
 """`python -m rime COMMAND`: build and validate the RIME benchmark, evaluate edit methods on it.
 
-    python -m rime build --seed 0 --out DIR    # DIR/test.jsonl, DIR/dev.jsonl, DIR/hf (DatasetDict)
+    python -m rime build --seed 0 --out DIR    # DIR/test.jsonl, DIR/dev.jsonl, DIR/hf (DatasetDict,
+                                               # and parquet + dataset card: datasets.load_dataset)
     python -m rime validate FILE [FILE ...]    # non-zero exit and every problem on stderr if invalid
     python -m rime run                         # the headline job: bundled model, test split -> runs/
     python -m rime run --model rime-tiny --split test --methods delta,null,in_context \
@@ -22,8 +23,9 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from rime.errors import CaseError
+from rime.publish import write_hub
 from rime.sampling import DEFAULT_SEED, DEV_SIZE, TEST_SIZE, build_splits, summary
-from rime.storage import BUNDLED_SPLITS, check_jsonl, filler_warnings, load, locate, write_build
+from rime.storage import BUNDLED_SPLITS, HF_DIRNAME, check_jsonl, filler_warnings, load, locate, write_build
 from rime.turns import FILLER_MODES
 
 INTERRUPTED = 130  # the shell's code for a process ended by SIGINT
@@ -32,6 +34,8 @@ INTERRUPTED = 130  # the shell's code for a process ended by SIGINT
 def _build(args: argparse.Namespace) -> int:
     splits = build_splits(args.seed, args.test_size, args.dev_size)
     written = write_build(splits, args.out, hf=not args.jsonl_only)
+    if not args.jsonl_only:
+        write_hub(splits, Path(args.out) / HF_DIRNAME, seed=args.seed)
     report = summary(splits)
     grid = report["grid"]
     print(f"grid: {grid['cells']} cells, {grid['admissible']} admissible after the exclusion rules")
@@ -49,7 +53,8 @@ def add_build(commands: argparse._SubParsersAction) -> None:
     p.add_argument("--out", required=True, help="output folder")
     p.add_argument("--test-size", type=int, default=TEST_SIZE)
     p.add_argument("--dev-size", type=int, default=DEV_SIZE)
-    p.add_argument("--jsonl-only", action="store_true", help="skip the Hugging Face DatasetDict")
+    p.add_argument("--jsonl-only", action="store_true",
+                   help="skip the Hugging Face folder (DatasetDict, parquet and dataset card)")
     p.set_defaults(handler=_build)
 
 

@@ -1,9 +1,9 @@
 """Saving and loading models with orbax. Every orbax call in the project lives here.
 
 A checkpoint is a directory:
-    meta.json   {"format": 1, "config": {...}, "dtype": "float32", "vocab": "<name or file>",
+    meta.json   {"format": 1, "config": {...}, "dtype": "float32", "vocab": "<built-in name or file>",
                  "sha256": {"<param path>": "<hex digest of the array's bytes>", ...}}
-    vocab.txt   (only for a vocab that is not bundled with the package)
+    vocab.txt   (only for a vocab that is not built in; see `rwkv_jax.tokenizer`)
     params/     the params pytree, written by orbax
 
 `load` checks every restored array against its recorded SHA-256, so a flipped byte in `params/`
@@ -30,8 +30,8 @@ import orbax.checkpoint as ocp
 
 from rwkv_jax.atomic import atomic_directory, read_json_object
 from rwkv_jax.config import Config
-from rwkv_jax.params import Params, abstract_params, check_params
-from rwkv_jax.tokenizer import WORLD_VOCAB, Tokenizer, load_tokenizer, save_vocab
+from rwkv_jax.params import Params, abstract_params, cast_params, check_params
+from rwkv_jax.tokenizer import BUILT_IN_VOCABS, NO_VOCAB, WORLD_VOCAB, Tokenizer, load_tokenizer, save_vocab
 
 FORMAT = 1
 META = "meta.json"
@@ -44,11 +44,19 @@ class CheckpointError(ValueError):
 
 @dataclasses.dataclass(frozen=True)
 class Model:
-    """What a checkpoint holds: params, their config and the tokenizer they were trained with."""
+    """What a checkpoint holds: params, their config and the tokenizer they were trained with
+    (None for a model converted with vocab `none`: token ids only)."""
 
     params: Params
     cfg: Config
-    tokenizer: Tokenizer
+    tokenizer: Tokenizer | None
+
+    def text_tokenizer(self, use: str) -> Tokenizer:
+        """The tokenizer, for `use` (what needs text); a model without one is refused, saying so."""
+        if self.tokenizer is None:
+            raise ValueError(f"{use} needs text, but this model has no tokenizer (vocab {NO_VOCAB!r}: "
+                             "token ids only); pass token ids, or convert it with a vocab")
+        return self.tokenizer
 
 
 def _dtype_name(params: Params) -> str:
@@ -67,28 +75,38 @@ def checksums(params: Params) -> dict[str, str]:
     return out
 
 
+def _is_built_in(tokenizer: Tokenizer) -> bool:
+    """Whether `tokenizer` is a built-in vocab (by content: a vocab file may share a name)."""
+    if tokenizer.name not in BUILT_IN_VOCABS or tokenizer.name == NO_VOCAB:
+        return False
+    return tokenizer.id_to_bytes == load_tokenizer(tokenizer.name).id_to_bytes
+
+
 def save(
     path: str | os.PathLike,
     params: Params,
     cfg: Config,
-    tokenizer: Tokenizer | str = WORLD_VOCAB,
+    tokenizer: Tokenizer | str | None = WORLD_VOCAB,
     *,
     overwrite: bool = False,
 ) -> Path:
     """Writes a checkpoint atomically: into a temporary sibling directory, renamed at the end.
 
-    `tokenizer` is a bundled vocab name, a vocab file path, or a `Tokenizer` (its vocab is copied).
+    `tokenizer` is a built-in vocab name (`rwkv_jax.tokenizer`), a vocab file path, a `Tokenizer`
+    (its vocab is copied unless built in), or None (token ids only).
     """
     check_params(params, cfg)
     with atomic_directory(path, overwrite=overwrite) as tmp:
-        if isinstance(tokenizer, Tokenizer):
-            if tokenizer.name == WORLD_VOCAB:
-                vocab = WORLD_VOCAB
+        if tokenizer is None:
+            vocab = NO_VOCAB
+        elif isinstance(tokenizer, Tokenizer):
+            if _is_built_in(tokenizer):
+                vocab = tokenizer.name
             else:
                 save_vocab(tokenizer, tmp / VOCAB_FILE)
                 vocab = VOCAB_FILE
-        elif str(tokenizer) == WORLD_VOCAB:
-            vocab = WORLD_VOCAB
+        elif str(tokenizer) in BUILT_IN_VOCABS:
+            vocab = str(tokenizer)
         else:
             shutil.copyfile(tokenizer, tmp / VOCAB_FILE)
             vocab = VOCAB_FILE
@@ -146,12 +164,8 @@ def _verify(path: Path, params: Params, recorded: dict) -> None:
                               f"{META}: the checkpoint is damaged (load(..., verify=False) reads it anyway)")
 
 
-def load(path: str | os.PathLike, *, expect: Config | None = None, verify: bool = True) -> Model:
-    """Restores a checkpoint; with `expect`, refuses one whose config differs, naming the fields.
-    `verify` checks every array against its recorded SHA-256 (see the module docstring for the cost)."""
-    path = Path(path).absolute()
-    meta = read_meta(path)
-    cfg = meta["config"]
+def _check_expected(path: Path, cfg: Config, expect: Config | None) -> None:
+    """Refuses a checkpoint whose config differs from `expect`, naming the fields."""
     if expect is not None and expect != cfg:
         diff = [
             f"{f.name}: checkpoint {getattr(cfg, f.name)} != expected {getattr(expect, f.name)}"
@@ -159,6 +173,15 @@ def load(path: str | os.PathLike, *, expect: Config | None = None, verify: bool 
             if getattr(cfg, f.name) != getattr(expect, f.name)
         ]
         raise ValueError(f"checkpoint {path} has another shape: " + "; ".join(diff))
+
+
+def load(path: str | os.PathLike, *, expect: Config | None = None, verify: bool = True) -> Model:
+    """Restores a checkpoint; with `expect`, refuses one whose config differs, naming the fields.
+    `verify` checks every array against its recorded SHA-256 (see the module docstring for the cost)."""
+    path = Path(path).absolute()
+    meta = read_meta(path)
+    cfg = meta["config"]
+    _check_expected(path, cfg, expect)
     sharding = jax.sharding.SingleDeviceSharding(jax.devices()[0])
     target = jax.tree.map(
         lambda s: jax.ShapeDtypeStruct(s.shape, s.dtype, sharding=sharding),
@@ -179,7 +202,7 @@ def load(path: str | os.PathLike, *, expect: Config | None = None, verify: bool 
     if verify and "sha256" in meta:
         _verify(path, params, meta["sha256"])
     vocab = meta["vocab"]
-    tokenizer = load_tokenizer(vocab if vocab == WORLD_VOCAB else path / vocab)
+    tokenizer = load_tokenizer(vocab if vocab in BUILT_IN_VOCABS else path / vocab)
     return Model(params=params, cfg=cfg, tokenizer=tokenizer)
 
 
@@ -202,6 +225,49 @@ def resolve(path_or_name: str | os.PathLike) -> Path:
     )
 
 
-def load_model(path_or_name: str | os.PathLike, *, expect: Config | None = None, verify: bool = True) -> Model:
-    """`rwkv_jax.load`: the one-line entry point."""
-    return load(resolve(path_or_name), expect=expect, verify=verify)
+def load_model(
+    path_or_name: str | os.PathLike,
+    *,
+    expect: Config | None = None,
+    verify: bool = True,
+    dtype: str | None = None,
+    vocab: str | os.PathLike | None = None,
+) -> Model:
+    """`rwkv_jax.load`: the one-line entry point, in the `from_pretrained` habit.
+
+    `path_or_name` is a bundled model name, an rwkv_jax checkpoint directory, or an official
+    checkpoint (`.pth`, `.safetensors`, index json or HF folder, in any naming), converted in
+    memory with every check of `python -m convert` (the same errors; nothing is written).
+    `dtype` ("fp32", "bf16", "fp16") casts as the CLI does (default: as stored). `vocab` is an
+    official checkpoint's vocab spec (`rwkv_jax.tokenizer`; default the RWKV World vocab); an
+    rwkv_jax checkpoint records its own.
+    """
+    # convert builds on rwkv_jax, so it is imported here rather than at the top (a cycle).
+    from convert.assemble import as_dtype
+    from convert.hf import INDEX, SINGLE
+
+    path = Path(path_or_name)
+    if path.is_dir() and not (path / META).is_file() and not any((path / n).is_file() for n in (SINGLE, INDEX)):
+        raise FileNotFoundError(f"{path} is not an rwkv_jax checkpoint (no {META}), nor a Hugging Face "
+                                f"checkpoint (no {SINGLE} or {INDEX})")
+    if path.exists() and not (path / META).is_file():
+        return _load_official(path, expect=expect, dtype=dtype, vocab=vocab)
+    if vocab is not None:
+        raise ValueError(f"{path_or_name}: an rwkv_jax checkpoint records its vocab; vocab= is for "
+                         "official checkpoints")
+    model = load(resolve(path_or_name), expect=expect, verify=verify)
+    if dtype is None:
+        return model
+    return dataclasses.replace(model, params=cast_params(model.params, as_dtype(dtype)))
+
+
+def _load_official(path: Path, *, expect: Config | None, dtype: str | None,
+                   vocab: str | os.PathLike | None) -> Model:
+    from convert.pipeline import check_vocab, read_checkpoint
+
+    tokenizer = load_tokenizer(vocab if vocab is not None else WORLD_VOCAB)
+    params, cfg, _ = read_checkpoint(path, dtype=dtype)
+    check_vocab(path, cfg, tokenizer)
+    _check_expected(path, cfg, expect)
+    device = jax.devices()[0]
+    return Model(params=jax.device_put(params, device), cfg=cfg, tokenizer=tokenizer)

@@ -39,11 +39,11 @@ PROMPT_BUCKET = 32  # prompt lengths are padded up to a multiple of this, to bou
 @dataclasses.dataclass(frozen=True)
 class Generation:
     """Outputs per prompt: generated ids (stop string included), text (cut before the stop
-    string), whether a stop string ended it, and the state after the last generated token
-    (a `State` with batch shape `[B]`)."""
+    string; None for a model without a tokenizer), whether a stop string ended it, and the state
+    after the last generated token (a `State` with batch shape `[B]`)."""
 
     tokens: list[list[int]]
-    texts: list[str]
+    texts: list[str] | None
     stopped: list[bool]
     state: State
 
@@ -132,9 +132,11 @@ def decode_tokens(
 
 
 @functools.lru_cache(maxsize=8)
-def _tables(tokenizer: Tokenizer, stops: tuple[str, ...], vocab_size: int):
+def _tables(tokenizer: Tokenizer | None, stops: tuple[str, ...], vocab_size: int):
+    """Stop tables and count weights; without a tokenizer (and so without stops) every token counts."""
     table, match = stop_tables(tokenizer, stops, vocab_size)
-    return jnp.asarray(table), jnp.asarray(match), jnp.asarray(count_weights(tokenizer, vocab_size))
+    weights = np.ones(vocab_size, np.float32) if tokenizer is None else count_weights(tokenizer, vocab_size)
+    return jnp.asarray(table), jnp.asarray(match), jnp.asarray(weights)
 
 
 def pad_prompts(prompts: Sequence[Sequence[int]], bucket: int = PROMPT_BUCKET) -> tuple[np.ndarray, np.ndarray]:
@@ -169,21 +171,26 @@ def generate(
     sampling: Sampling = GREEDY,
     key: jax.Array | None = None,
     state: State | None = None,
-    stop: tuple[str, ...] = (STOP,),
+    stop: tuple[str, ...] | None = None,
 ) -> Generation:
     """Continues each prompt (text, or token ids) from `state` until a stop string or the budget.
 
     `state` is None (zeros), one state shared by every prompt, or a batch of `len(prompts)` states.
-    Sampling needs an explicit PRNG `key`; greedy decoding ignores it.
+    Sampling needs an explicit PRNG `key`; greedy decoding ignores it. `stop` defaults to
+    "\\n\\n", or to no stop string for a model without a tokenizer (which takes token-id prompts
+    only, and whose `texts` are None).
     """
     if not prompts:
         raise ValueError("no prompts to generate from")
     if not sampling.greedy and key is None:
         raise ValueError("sampling needs an explicit PRNG key (or use greedy sampling)")
     tok = model.tokenizer
+    stop = ((STOP,) if tok is not None else ()) if stop is None else tuple(stop)
+    if stop or any(isinstance(p, str) for p in prompts):
+        tok = model.text_tokenizer("generate with text prompts or stop strings")
     ids = [tok.encode(p) if isinstance(p, str) else list(p) for p in prompts]
     padded, lengths = pad_prompts(ids)
-    table, match, weights = _tables(tok, tuple(stop), model.cfg.vocab_size)
+    table, match, weights = _tables(tok, stop, model.cfg.vocab_size)
     out, count, stopped, final = generate_tokens(
         model.params, model.cfg, jnp.asarray(padded), jnp.asarray(lengths),
         broadcast_state(state, model.cfg, len(ids)),
@@ -192,5 +199,5 @@ def generate(
     )
     out, count, stopped = np.asarray(out), np.asarray(count), np.asarray(stopped)
     tokens = [row[:n].tolist() for row, n in zip(out, count)]
-    texts = [cut_at_stop(tok.decode(t), tuple(stop))[0] for t in tokens]
+    texts = None if tok is None else [cut_at_stop(tok.decode(t), stop)[0] for t in tokens]
     return Generation(tokens=tokens, texts=texts, stopped=stopped.tolist(), state=final)

@@ -1,4 +1,22 @@
-"""The RWKV World tokenizer: greedy longest byte match over a vocab file in the official format."""
+"""Tokenizers: greedy longest byte match over a vocab, the RWKV World one or any other.
+
+A vocab is named in one of four ways (a `vocab` spec, as `python -m convert --vocab` and
+checkpoints' `meta.json` take it):
+
+    rwkv_vocab_v20230424   the bundled RWKV World vocab (65,529 tokens; the default)
+    bytes                  built in: token id = byte value for bytes 1..255 (rwkv.cpp's byte-level
+                           test models); byte 0x00 cannot be encoded, as id 0 is end-of-text
+    none                   token ids only: the model's `tokenizer` is None, and what needs text
+                           says so
+    PATH                   a vocab file in the official format below
+
+The vocab file format (the one the official `rwkv_vocab_v20230424.txt` uses): UTF-8 text, one
+token per line, `<id> <python literal> <byte length>`, e.g. `1 '\x00' 1`, `261 '\n\n' 2`,
+`256 b'\xff' 1`. The literal is a `str` (its UTF-8 bytes are the token) or a `bytes` literal
+(for tokens that are not valid UTF-8); the length is the token's length in bytes and is checked.
+Ids need not be contiguous; id 0 may not appear (it is end-of-text). Blank lines are skipped and
+CRLF endings are accepted. Every byte string encodes only if all 256 single bytes are tokens.
+"""
 
 from __future__ import annotations
 
@@ -9,6 +27,9 @@ from collections.abc import Iterable, Sequence
 from importlib import resources
 
 WORLD_VOCAB = "rwkv_vocab_v20230424"
+BYTES_VOCAB = "bytes"
+NO_VOCAB = "none"
+BUILT_IN_VOCABS = (WORLD_VOCAB, BYTES_VOCAB, NO_VOCAB)
 
 
 def _parse_line(line: str, lineno: int, source: str) -> tuple[int, bytes]:
@@ -116,13 +137,27 @@ def world_tokenizer() -> Tokenizer:
     return Tokenizer.from_file(str(path), name=WORLD_VOCAB)
 
 
-def load_tokenizer(name_or_path: str | os.PathLike) -> Tokenizer:
-    """A bundled vocab by name (`rwkv_vocab_v20230424`) or any vocab file in the official format."""
-    if str(name_or_path) == WORLD_VOCAB:
+@functools.cache
+def byte_tokenizer() -> Tokenizer:
+    """Token id = byte value, for bytes 1..255 (id 0 stays end-of-text)."""
+    return Tokenizer({b: bytes([b]) for b in range(1, 256)}, name=BYTES_VOCAB)
+
+
+def load_tokenizer(spec: str | os.PathLike) -> Tokenizer | None:
+    """The tokenizer of a vocab spec (see the module docstring): a built-in name, or a vocab file.
+    None for `none`."""
+    name = str(spec)
+    if name == WORLD_VOCAB:
         return world_tokenizer()
-    if not os.path.exists(name_or_path):
-        raise FileNotFoundError(f"no vocab file {name_or_path!s} (and it is not a bundled vocab name)")
-    return Tokenizer.from_file(name_or_path)
+    if name == BYTES_VOCAB:
+        return byte_tokenizer()
+    if name == NO_VOCAB:
+        return None
+    if not os.path.exists(spec):
+        raise FileNotFoundError(
+            f"no vocab file {name} (and it is not a built-in vocab: {', '.join(BUILT_IN_VOCABS)})"
+        )
+    return Tokenizer.from_file(spec)
 
 
 def save_vocab(tokenizer: Tokenizer, path: str | os.PathLike) -> None:

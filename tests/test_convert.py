@@ -14,10 +14,12 @@ import numpy as np
 import pytest
 
 import convert
+import rwkv_jax
 from convert import safetensors
 from convert.__main__ import main
 from rwkv_jax import Config, checkpoint
 from rwkv_jax.params import param_shapes
+from rwkv_jax.tokenizer import load_tokenizer
 
 BF16 = np.dtype(ml_dtypes.bfloat16)
 TINY = Config.default(n_layer=2, n_embd=128, vocab_size=512)  # conftest's `tiny`
@@ -150,7 +152,7 @@ def test_hf_export_uses_hf_names_and_layouts(hf_dir, params):
 def test_hf_import_restores_params_with_zero_layer0_v(hf_dir, params):
     got, cfg, meta = convert.read_hf(hf_dir)
     assert cfg == TINY
-    assert meta.format == "hf" and meta.dtype == "float32" and not meta.layer0_v
+    assert (meta.container, meta.naming) == ("safetensors", "fla") and meta.dtype == "float32" and not meta.layer0_v
     expected = jax.tree.map(np.array, params)
     for name in ("v0", "v1", "v2"):
         expected["blocks"]["att"][name][0] = 0
@@ -309,6 +311,130 @@ def test_one_layer_model_without_value_lora_gets_a_default_rank(tmp_path):
     assert inferred.d_mv == 32  # not in the file: the official suggestion for D = 64
 
 
+# --- namings: detected from the tensor names, written in any container --------------------------
+
+
+def expected_after(params: dict, naming: str) -> dict:
+    """What reading back an export in `naming` gives: flash-linear-attention drops layer 0's
+    unused v LoRA, which then reads as zeros."""
+    expected = jax.tree.map(np.array, params)
+    if naming == "fla":
+        for name in ("v0", "v1", "v2"):
+            expected["blocks"]["att"][name][0] = 0
+    return expected
+
+
+def export(params: dict, tmp_path: Path, naming: str, container: str) -> Path:
+    if container == "file":
+        return convert.write_safetensors(params, tmp_path / f"{naming}.safetensors", naming=naming)
+    shard = 200_000 if container == "sharded" else None
+    return convert.write_hf(params, tmp_path / naming, naming=naming, max_shard_bytes=shard)
+
+
+@pytest.mark.parametrize("container", ["file", "folder", "sharded"])
+@pytest.mark.parametrize("naming", ["blink", "fla", "transformers"])
+def test_every_naming_round_trips_through_every_safetensors_container(tmp_path, params, naming, container):
+    first = export(params, tmp_path / "a", naming, container)
+    got, cfg, meta = convert.read_hf(first)
+    assert cfg == TINY and (meta.container, meta.naming) == ("safetensors", naming)
+    assert_params_equal(got, expected_after(params, naming))
+    second = export(got, tmp_path / "b", naming, container)
+    files = {f.name: f.read_bytes() for f in ([first] if first.is_file() else first.iterdir())}
+    assert files == {f.name: f.read_bytes() for f in ([second] if second.is_file() else second.iterdir())}
+    assert (len(files) > 3) == (container == "sharded")
+
+
+def test_blink_names_in_a_safetensors_file_are_the_official_names(tmp_path, params):
+    path = convert.write_safetensors(params, tmp_path / "m.safetensors", naming="blink")
+    file = safetensors.SafetensorsFile(path)
+    assert file.shape("blocks.1.att.w1") == (TINY.n_embd, TINY.d_decay)  # x @ w1, not nn.Linear
+    assert file.shape("blocks.0.att.v1") == (TINY.n_embd, TINY.d_mv)  # layer 0's v LoRA kept
+    assert file.shape("blocks.1.ffn.key.weight") == (TINY.dim_ffn, TINY.n_embd)
+    assert {"emb.weight", "head.weight", "blocks.0.ln0.bias"} <= set(file.keys())
+
+
+def test_transformers_names_are_blink_names_under_the_rwkv7_prefix(tmp_path, params):
+    folder = convert.write_hf(params, tmp_path / "tf", naming="transformers")
+    keys = set(safetensors.SafetensorsFile(folder / "model.safetensors").keys())
+    per_layer = 33  # every BlinkDL layer tensor, layer 0's v LoRA included (798 = 6 + 33 * 24)
+    assert len(keys) == 6 + per_layer * TINY.n_layer
+    assert {"rwkv7.emb.weight", "rwkv7.blocks.0.ln0.weight", "rwkv7.blocks.0.att.v1",
+            "rwkv7.blocks.1.att.r_k", "rwkv7.ln_out.bias", "head.weight"} <= keys
+    config = json.loads((folder / "config.json").read_text())
+    assert config["architectures"] == ["Rwkv7ForCausalLM"] and config["num_heads"] == TINY.n_head
+    assert config["intermediate_size"] == TINY.dim_ffn and config["v_low_rank_dim"] == TINY.d_mv
+    assert not (convert.write_hf(params, tmp_path / "bl", naming="blink") / "config.json").exists()
+
+
+def test_names_that_fit_no_naming_are_shown_against_every_table(tmp_path, params):
+    blink = convert.write_safetensors(params, tmp_path / "blink.safetensors", naming="blink")
+
+    def edit(tensors):
+        tensors["model.norm.weight"] = tensors.pop("ln_out.weight")  # one FLA name among BlinkDL's
+
+    path = tmp_path / "mixed.safetensors"
+    rewrite_safetensors(blink, path, edit)
+    with pytest.raises(convert.KeyMismatchError) as e:
+        convert.read_hf(path)
+    assert e.value.naming == "blink"
+    assert e.value.missing == ["ln_out.weight"] and e.value.unexpected == ["model.norm.weight"]
+    message = str(e.value)
+    assert "BlinkDL names: 2 unmatched (not in it: model.norm.weight; missing: ln_out.weight)" in message
+    assert "flash-linear-attention names: " in message and "not in it: blocks.0." in message
+    assert "transformers names: " in message and "missing: rwkv7." in message
+
+
+def test_export_naming_is_chosen_on_the_command_line(tmp_path, hf_dir):
+    ckpt = convert.convert(hf_dir, tmp_path / "ckpt", vocab=byte_vocab(tmp_path / "v.txt"))
+    out = tmp_path / "m.safetensors"
+    assert main([str(ckpt), str(out), "--naming", "blink"]) == 0
+    assert "blocks.0.att.w1" in safetensors.SafetensorsFile(out).keys()
+    assert main([str(ckpt), str(tmp_path / "d"), "--naming", "transformers"]) == 0
+    assert "rwkv7.emb.weight" in safetensors.SafetensorsFile(tmp_path / "d" / "model.safetensors").keys()
+    with pytest.raises(ValueError, match="naming='blink' applies to exports"):
+        convert.convert(hf_dir, tmp_path / "x", naming="blink")
+
+
+# --- rwkv_jax.load of an official checkpoint -------------------------------------------------------
+
+
+@pytest.mark.parametrize("form", ["file", "index", "folder"])
+def test_load_reads_an_official_checkpoint_in_memory_like_the_converter(tmp_path, params, form):
+    folder = convert.write_hf(params, tmp_path / "hf", naming="blink", max_shard_bytes=200_000)
+    if form == "file":
+        src = convert.write_safetensors(params, tmp_path / "m.safetensors", naming="fla")
+    else:
+        src = folder / "model.safetensors.index.json" if form == "index" else folder
+    before = sorted(p.name for p in tmp_path.rglob("*"))
+    model = rwkv_jax.load(src, vocab="bytes", dtype="bf16")
+    assert sorted(p.name for p in tmp_path.rglob("*")) == before  # nothing written
+    assert model.cfg == TINY and model.tokenizer.encode("hi") == [104, 105]
+    expected, _, _ = convert.read_hf(src, dtype="bf16")
+    assert_params_equal(jax.tree.map(np.asarray, model.params), expected)
+
+
+def test_load_of_an_official_checkpoint_raises_the_converter_errors(tmp_path, hf_dir):
+    with pytest.raises(convert.VocabMismatchError, match="512 rows"):
+        rwkv_jax.load(hf_dir)  # the World vocab by default, as in convert
+    bad = tmp_path / "bad.safetensors"
+    bad.write_bytes((hf_dir / "model.safetensors").read_bytes()[:5000])
+    with pytest.raises(convert.CorruptCheckpointError, match="truncated"):
+        rwkv_jax.load(bad, vocab="none")
+    with pytest.raises(ValueError, match="has another shape: n_layer: checkpoint 2 != expected 3"):
+        rwkv_jax.load(hf_dir, vocab="none", expect=Config.default(3, 128, 512))
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(FileNotFoundError, match="not an rwkv_jax checkpoint .*nor a Hugging Face checkpoint"):
+        rwkv_jax.load(tmp_path / "empty")
+
+
+def test_load_casts_an_rwkv_jax_checkpoint_and_refuses_a_vocab_for_it(tmp_path, params):
+    ckpt = checkpoint.save(tmp_path / "ckpt", params, TINY, "none")
+    model = rwkv_jax.load(ckpt, dtype="bf16")
+    assert {x.dtype for x in jax.tree.leaves(model.params)} == {BF16} and model.tokenizer is None
+    with pytest.raises(ValueError, match="records its vocab"):
+        rwkv_jax.load(ckpt, vocab="bytes")
+
+
 # --- convert() and the CLI ---------------------------------------------------------------------
 
 
@@ -331,8 +457,34 @@ def test_export_from_checkpoint_to_hf_round_trips(tmp_path, hf_dir):
     assert (back / "model.safetensors").read_bytes() == (hf_dir / "model.safetensors").read_bytes()
 
 
+def test_byte_level_model_converts_with_the_built_in_bytes_vocab(tmp_path):
+    cfg = Config.default(1, 64, 256)  # rwkv.cpp's byte-level test model: vocab 256, id = byte
+    src = convert.write_hf(random_params(cfg), tmp_path / "hf")
+    assert main([str(src), str(tmp_path / "ckpt"), "--vocab", "bytes"]) == 0
+    assert json.loads((tmp_path / "ckpt" / "meta.json").read_text())["vocab"] == "bytes"
+    assert not (tmp_path / "ckpt" / "vocab.txt").exists()
+    assert checkpoint.load(tmp_path / "ckpt").tokenizer.encode("hi") == [104, 105]
+
+
+def test_any_vocab_size_converts_with_vocab_none_to_a_model_without_tokenizer(tmp_path):
+    cfg = Config.default(1, 64, 1001)
+    src = convert.write_hf(random_params(cfg), tmp_path / "hf")
+    model = checkpoint.load(convert.convert(src, tmp_path / "ckpt", vocab="none"))
+    assert model.tokenizer is None and model.cfg == cfg
+    with pytest.raises(ValueError, match="needs text, but this model has no tokenizer"):
+        model.text_tokenizer("this")
+
+
+def test_a_vocab_file_named_like_a_built_in_one_is_kept(tmp_path, params):
+    vocab = byte_vocab(tmp_path / "bytes.txt")  # ids 1..256 = byte + 1: not the built-in `bytes`
+    tok = load_tokenizer(vocab)
+    assert tok.name == "bytes"
+    loaded = checkpoint.load(checkpoint.save(tmp_path / "ckpt", params, TINY, tok))
+    assert loaded.tokenizer.encode("hi") == [105, 106]
+
+
 def test_tokenizer_larger_than_the_embedding_is_refused(tmp_path, hf_dir):
-    with pytest.raises(convert.VocabMismatchError, match="512 rows"):
+    with pytest.raises(convert.VocabMismatchError, match="512 rows.*or the vocab 'bytes'"):
         convert.convert(hf_dir, tmp_path / "ckpt")  # the World vocab needs 65530 rows
     assert not (tmp_path / "ckpt").exists()
 

@@ -1,7 +1,8 @@
 """Converted checkpoints against the official `rwkv` package: same logits, same state.
 
-Every path into an rwkv_jax checkpoint (.pth fp32/bf16, HF fp32/bf16) and the export back to
-.pth are run on 64 tokens; tolerance: max abs error <= 1e-4 on float32 logits and state.
+Every path into an rwkv_jax checkpoint (.pth fp32/bf16, HF fp32/bf16; every naming in every
+container) and the export back to .pth are run on 64 tokens; tolerance: max abs error <= 1e-4 on
+float32 logits and state.
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ from oracle import load_official, official_forward  # noqa: E402
 from test_convert import TINY, byte_vocab  # noqa: E402
 
 import convert  # noqa: E402
+import rwkv_jax  # noqa: E402
 from rwkv_jax import State, checkpoint, forward  # noqa: E402
 
 TOL = 1e-4
@@ -49,7 +51,10 @@ def run_ours(params: dict, tokens: np.ndarray) -> tuple[np.ndarray, State]:
 
 
 def assert_matches_official(ours: tuple[np.ndarray, State], pth: Path, tokens: np.ndarray):
-    theirs = official_forward(load_official(pth), tokens)
+    assert_matches(ours, official_forward(load_official(pth), tokens))
+
+
+def assert_matches(ours: tuple[np.ndarray, State], theirs: tuple[np.ndarray, State]):
     assert np.std(theirs[0]) > 0.5  # the random model is not degenerate
     err = float(np.max(np.abs(ours[0] - theirs[0])))
     assert err <= TOL, f"logits: max abs error {err:.2e}"
@@ -74,3 +79,37 @@ def test_exported_pth_runs_in_official_package_with_our_logits(tmp_path, params,
     ckpt = checkpoint.save(tmp_path / "ckpt", params, TINY, str(vocab))
     pth = convert.convert(ckpt, tmp_path / "exported.pth")
     assert_matches_official(run_ours(params, tokens), pth, tokens)
+
+
+@pytest.fixture(scope="module")
+def official_fp32(tmp_path_factory, params, tokens) -> tuple[np.ndarray, State]:
+    pth = tmp_path_factory.mktemp("official") / "official.pth"
+    convert.write_pth(params, pth, dtype="fp32")
+    return official_forward(load_official(pth), tokens)
+
+
+@pytest.mark.parametrize("container", ["pth", "safetensors", "folder", "sharded"])
+@pytest.mark.parametrize("naming", ["blink", "fla", "transformers"])
+def test_every_naming_in_every_container_imports_to_the_official_model(
+    tmp_path, params, tokens, vocab, official_fp32, naming, container
+):
+    if container == "pth":
+        src = tmp_path / "m.pth"
+        convert.write_pth(params, src, naming=naming)
+    elif container == "safetensors":
+        src = convert.write_safetensors(params, tmp_path / "m.safetensors", naming=naming)
+    else:
+        shard = 200_000 if container == "sharded" else None
+        src = convert.write_hf(params, tmp_path / "hf", naming=naming, max_shard_bytes=shard)
+    model = checkpoint.load(convert.convert(src, tmp_path / "ckpt", vocab=vocab))
+    assert model.cfg == TINY
+    assert_matches(run_ours(model.params, tokens), official_fp32)
+
+
+def test_load_of_an_official_pth_runs_as_the_official_package(params, tokens, official_fp32, tmp_path):
+    pth = tmp_path / "m.pth"
+    convert.write_pth(params, pth, dtype="bf16")
+    model = rwkv_jax.load(pth, vocab="none", dtype="fp32")
+    assert model.params["emb"].dtype == jnp.float32
+    theirs = official_forward(load_official(pth), tokens)
+    assert_matches(run_ours(model.params, tokens), theirs)

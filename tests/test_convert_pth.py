@@ -70,7 +70,7 @@ def test_read_maps_official_names_and_layouts(official):
     state = torch.load(official, weights_only=True)
     params, cfg, meta = convert.read_pth(official)
     assert cfg == TINY
-    assert meta.format == "pth" and meta.dtype == "bfloat16" and meta.layer0_v
+    assert (meta.container, meta.naming) == ("pth", "blink") and meta.dtype == "bfloat16" and meta.layer0_v
 
     def same(ours, theirs):
         ours, theirs = np.asarray(ours), theirs.view(torch.int16).numpy()
@@ -97,6 +97,33 @@ def test_round_trip_is_bit_identical(tmp_path, dtype, layer0_v):
     assert not np.asarray(params["blocks"]["att"]["v1"][0]).any() or layer0_v
     convert.write_pth(params, tmp_path / "b.pth", layer0_v=meta.layer0_v)
     assert_same_tensors(original, torch.load(tmp_path / "b.pth", weights_only=True))
+
+
+@pytest.mark.parametrize("naming", ["fla", "transformers"])
+def test_other_namings_in_a_pth_are_detected_and_round_trip(tmp_path, naming):
+    params = random_params(TINY)
+    convert.write_pth(params, tmp_path / "a.pth", naming=naming)
+    state = torch.load(tmp_path / "a.pth", weights_only=True)
+    assert ("lm_head.weight" if naming == "fla" else "rwkv7.emb.weight") in state
+    got, _, meta = convert.read_pth(tmp_path / "a.pth")
+    assert (meta.container, meta.naming) == ("pth", naming)
+    convert.write_pth(got, tmp_path / "b.pth", naming=naming)
+    assert_same_tensors(state, torch.load(tmp_path / "b.pth", weights_only=True))
+
+
+def test_legacy_fused_token_shift_is_split_in_a_pth_too(tmp_path):
+    params = random_params(TINY)
+    convert.write_pth(params, tmp_path / "fla.pth", naming="fla")
+    state = torch.load(tmp_path / "fla.pth", weights_only=True)
+    for i in range(TINY.n_layer):
+        prefix = f"model.layers.{i}.attn."
+        state[prefix + "x_x"] = torch.cat([state.pop(prefix + x)[0] for x in convert.keymap.TOKEN_SHIFT])
+    torch.save(state, tmp_path / "fused.pth")
+    fused, _, meta = convert.read_pth(tmp_path / "fused.pth")
+    assert meta.naming == "fla"
+    expected, _, _ = convert.read_pth(tmp_path / "fla.pth")
+    for a, b in zip(jax.tree.leaves(fused), jax.tree.leaves(expected), strict=True):
+        assert np.array_equal(np.asarray(a), np.asarray(b))
 
 
 def test_read_can_upcast_and_mixed_files_default_to_fp32(tmp_path):
@@ -221,7 +248,7 @@ def test_missing_layer_is_named(tmp_path):
     for k in [k for k in state if k.startswith("blocks.1.")]:
         del state[k]
     torch.save(state, tmp_path / "edited.pth")
-    with pytest.raises(convert.KeyMismatchError, match=r"read as a 3-layer model\): missing keys") as e:
+    with pytest.raises(convert.KeyMismatchError, match=r"BlinkDL names of a 3-layer model\): missing keys") as e:
         convert.read_pth(tmp_path / "edited.pth")
     assert "blocks.1.att.r_k" in e.value.missing and not e.value.unexpected
 
@@ -233,4 +260,4 @@ def test_a_stray_block_key_is_one_unexpected_key(tmp_path):
     with pytest.raises(convert.KeyMismatchError) as e:
         convert.read_pth(_edited(tmp_path, edit))
     assert e.value.missing == [] and e.value.unexpected == ["blocks.7.att.r_k"]
-    assert "(read as a 2-layer model): unexpected keys: blocks.7.att.r_k" in str(e.value)
+    assert "BlinkDL names of a 2-layer model): unexpected keys: blocks.7.att.r_k" in str(e.value)

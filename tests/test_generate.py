@@ -143,3 +143,15 @@ def test_stop_automaton_matches_text_search(stop):
         for t in tok.encode(text):
             q = table[q, t]
         assert (q == len(stop.encode())) == (stop in text), text
+
+
+def test_a_model_without_tokenizer_generates_from_token_ids_and_refuses_text(model):
+    ids_only = Model(model.params, model.cfg, None)
+    out = generate(ids_only, [[258, 259]], max_new_tokens=5)
+    assert out.texts is None and not out.stopped[0]
+    assert out.tokens == generate(model, [[258, 259]], max_new_tokens=5, stop=()).tokens
+    with pytest.raises(ValueError, match="generate with text prompts or stop strings needs text, but this "
+                       "model has no tokenizer"):
+        generate(ids_only, ["the cat"], max_new_tokens=5)
+    with pytest.raises(ValueError, match="no tokenizer"):
+        generate(ids_only, [[258]], max_new_tokens=5, stop=("\n\n",))

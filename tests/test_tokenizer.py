@@ -4,7 +4,7 @@ import os
 
 import pytest
 
-from rwkv_jax.tokenizer import Tokenizer, load_tokenizer, save_vocab, world_tokenizer
+from rwkv_jax.tokenizer import Tokenizer, byte_tokenizer, load_tokenizer, save_vocab, world_tokenizer
 
 CORPUS = [
     "Hello world",
@@ -93,3 +93,17 @@ def test_bad_vocab_files_are_refused(tmp_path):
     partial = Tokenizer({2: b"a"})
     with pytest.raises(ValueError, match="not in vocab"):
         partial.encode("b")
+
+
+def test_bytes_vocab_is_token_id_equals_byte_value_with_id_0_kept_for_end_of_text():
+    tok = load_tokenizer("bytes")
+    assert tok is byte_tokenizer() and tok.max_id == 255 and 0 not in tok.id_to_bytes
+    assert tok.encode("hi\n") == [104, 105, 10]
+    assert tok.encode("é") == list("é".encode())
+    assert tok.decode([104, 105]) == "hi"
+    with pytest.raises(ValueError, match="byte 0x00 at offset 1 is not in vocab bytes"):
+        tok.encode("a\x00")
+
+
+def test_vocab_none_means_no_tokenizer():
+    assert load_tokenizer("none") is None

@@ -1,0 +1,115 @@
+"""RIME as a publishable Hugging Face dataset: one parquet file per split and a dataset card.
+
+`write_hub(splits, folder)` writes `folder/data/<split>-00000-of-00001.parquet` and
+`folder/README.md`, whose YAML front matter (configs, features, splits, license) is what the Hub
+and `datasets.load_dataset(folder)` read: the folder loads offline with the same features as
+`rime.storage.features()`, and can be uploaded as it is. The card's field list is the one in
+`rime.schema`'s docstring, so the two cannot drift apart.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from pathlib import Path
+
+from rime import schema
+from rime.schema import Case
+from rime.storage import to_dataset_dict
+
+LICENSE = "apache-2.0"  # the project's license (pyproject.toml), which covers the generated data
+CITATION = """@misc{chang2026runtime,
+  title  = {Runtime Working Memory Editing in Linear Recurrent Models: A Simple Method and Its Limits},
+  author = {Chang, Martin},
+  year   = {2026},
+  month  = apr,
+  note   = {AINekko}
+}"""
+
+
+def _fields() -> str:
+    """The field table of `rime.schema`'s docstring, as a code block."""
+    doc = schema.__doc__ or ""
+    table = re.search(r"\n\n((?:    .*\n)+)\n", doc)
+    if table is None:
+        raise RuntimeError("rime.schema's docstring lost its field table")
+    return "```\n" + "\n".join(line[4:] for line in table.group(1).splitlines()) + "\n```"
+
+
+def _body(splits: dict[str, list[Case]], seed: int | None) -> str:
+    sizes = "\n".join(f"| `{name}` | {len(cases)} |" for name, cases in splits.items())
+    command = f"python -m rime build --seed {seed} --out DIR" if seed is not None else "python -m rime build"
+    return f"""# RIME: Runtime Internal Memory Editing
+
+RIME tests whether a fact held in a recurrent language model's state (its working memory, not its
+weights) can be rewritten at inference time. Each case tells the model facts about people in a
+conversation (the recipient passages), names one edit (an entity's property goes from `value_old`
+to `value_new`), asks paraphrased questions whose answers show whether the edit took, and probes
+facts the edit must leave alone. Controlled axes vary one difficulty at a time: distractors,
+overwrites, one-hop composition, multi-property edits, stacked edits, conflict markers, recipient
+richness, edit style and the target's position.
+
+## Splits
+
+| split | cases |
+|---|---|
+{sizes}
+
+## Fields
+
+One row per case, nested fields as structs and lists:
+
+{_fields()}
+
+## Generation
+
+Generated, not collected: `{command}` (the rwkv-jax repository) samples cases from templates and
+name/value pools over the grid of control axes, drops inadmissible cells, and validates every case
+(`python -m rime validate`). The same seed gives the same splits. Names are fictional; no personal
+data is involved.
+
+## License
+
+{LICENSE}
+
+## Citation
+
+The benchmark is introduced in "Runtime Working Memory Editing in Linear Recurrent Models: A Simple
+Method and Its Limits" (Martin Chang, AINekko, 2026):
+
+```bibtex
+{CITATION}
+```
+"""
+
+
+def write_hub(splits: dict[str, list[Case]], folder: str | os.PathLike, *, seed: int | None = None) -> Path:
+    """Writes the parquet files and the dataset card into `folder` (created if needed)."""
+    import datasets
+    from datasets.info import DatasetInfosDict
+    from datasets.utils.metadata import MetadataConfigs
+    from huggingface_hub import DatasetCardData
+
+    from rwkv_jax.atomic import make_dirs  # imports jax; only writing needs it
+
+    folder = make_dirs(folder)
+    make_dirs(folder / "data")
+    data = to_dataset_dict(splits)
+    for name, part in data.items():
+        part.to_parquet(str(folder / "data" / f"{name}-00000-of-00001.parquet"))
+    total = sum(len(cases) for cases in splits.values())
+    card = DatasetCardData(
+        license=LICENSE, language=["en"], pretty_name="RIME", task_categories=["question-answering"],
+        tags=["knowledge-editing", "recurrent-state", "rwkv"],
+        size_categories=["n<1K" if total < 1000 else "1K<n<10K" if total < 10_000 else "10K<n<100K"],
+    )
+    split_dict = datasets.SplitDict()
+    for name, part in data.items():
+        split_dict.add(datasets.SplitInfo(name=name, num_examples=len(part)))
+    features = next(iter(data.values())).features
+    DatasetInfosDict({"default": datasets.DatasetInfo(features=features, splits=split_dict)}).to_dataset_card_data(card)
+    configs = {"default": {"data_files": [{"split": name, "path": f"data/{name}-*.parquet"} for name in data]}}
+    MetadataConfigs(configs).to_dataset_card_data(card)
+    readme = folder / "README.md"
+    readme.write_text(f"---\n{card.to_yaml()}\n---\n\n{_body(splits, seed)}", encoding="utf-8")
+    return folder
