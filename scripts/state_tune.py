@@ -17,7 +17,7 @@ from tqdm import tqdm
 
 import rwkv_jax
 from convert import load_state, save_state
-from rwkv_jax.state_tune import StateTuneConfig, final_state, read_dialogues, tune_state
+from editing.state_tune import StateTuneConfig, final_state, read_dialogues, tune_state
 
 
 def main() -> None:

@@ -14,7 +14,7 @@ import pytest
 
 import convert
 from rwkv_jax import Model, State, save
-from rwkv_jax.state_tune import StateTuneConfig, final_state, read_dialogues, state_loss, tune_state
+from editing.state_tune import StateTuneConfig, final_state, read_dialogues, state_loss, tune_state
 from rwkv_jax.tokenizer import byte_tokenizer
 
 DIALOGUES = [

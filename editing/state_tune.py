@@ -1,4 +1,5 @@
-"""State tuning (RWKV-PEFT's method, in JAX): train the initial state, model frozen.
+"""State tuning (RWKV-PEFT's method, in JAX): train the initial state, model frozen; the trained
+state is an edit of the start every conversation reads from.
 
 Every dialogue starts from the tuned state; the loss is the weighted next-token cross-entropy of
 `rwkv_jax.train` (full weight inside assistant replies). Only the state's selected parts (an
