@@ -13,8 +13,8 @@ import numpy as np
 import pytest
 
 import convert
-from rwkv_jax import Model, State, save
 from editing.state_tune import StateTuneConfig, final_state, read_dialogues, state_loss, tune_state
+from rwkv_jax import Model, State, save
 from rwkv_jax.tokenizer import byte_tokenizer
 
 DIALOGUES = [
