@@ -4,6 +4,8 @@ Everything here is a pure function of `rwkv_jax.State` pytrees; the README's "Ed
 section shows the main calls.
 """
 
+from editing import writes
+from editing.addressed import AddressedEdit, EraseEdit
 from editing.algebra import (
     Delta,
     Edit,
@@ -18,6 +20,7 @@ from editing.algebra import (
 )
 from editing.calibration import calibrate, calibrate_batch, edit, wrap
 from editing.checks import NonFiniteDeltaError, StateMismatchError
+from editing.keys import other_people, question, read_keys
 from editing.measure import Breakdown, cosine, norms
 from editing.methods import (
     READS,
@@ -32,6 +35,8 @@ from editing.select import ALL, SPANS, Selection
 
 __all__ = [
     "ALL",
+    "AddressedEdit",
+    "EraseEdit",
     "SPANS",
     "Breakdown",
     "READS",
@@ -54,10 +59,14 @@ __all__ = [
     "interpolate",
     "method_names",
     "norms",
+    "other_people",
+    "question",
+    "read_keys",
     "register",
     "revert",
     "scale",
     "transplant",
     "undo",
     "wrap",
+    "writes",
 ]
