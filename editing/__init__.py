@@ -21,6 +21,7 @@ from editing.algebra import (
 from editing.calibration import calibrate, calibrate_batch, edit, wrap
 from editing.checks import NonFiniteDeltaError, StateMismatchError
 from editing.keys import other_people, question, read_keys
+from editing.locate import EntityNotInTranscriptError, LocateEdit
 from editing.measure import Breakdown, cosine, norms
 from editing.methods import (
     READS,
@@ -44,6 +45,8 @@ __all__ = [
     "Delta",
     "Edit",
     "EditMethod",
+    "EntityNotInTranscriptError",
+    "LocateEdit",
     "ModelLike",
     "NonFiniteDeltaError",
     "Selection",

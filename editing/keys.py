@@ -43,7 +43,7 @@ def question(entity: str, prop: str) -> str:
 
 
 @functools.cache
-def _names() -> tuple[str, ...]:
+def bundled_names() -> tuple[str, ...]:
     # the bundled benchmark's list of first names (read lazily: rime depends on editing)
     return tuple(json.loads(resources.files("rime").joinpath("data/names.json").read_text()))
 
@@ -51,7 +51,7 @@ def _names() -> tuple[str, ...]:
 def other_people(entity: str, n: int) -> list[str]:
     """`n` names from the bundled name list, none of them `entity`, chosen by a hash of `entity`
     (reproducible, and different people for different entities)."""
-    names = [m for m in _names() if m != entity]
+    names = [m for m in bundled_names() if m != entity]
     if not 0 <= n <= len(names):
         raise ValueError(f"can protect 0..{len(names)} other people, asked for {n}")
     start = zlib.crc32(entity.encode()) % len(names)

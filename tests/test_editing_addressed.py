@@ -1,4 +1,6 @@
-"""Read-addressed edits (`addressed`, `erase`), their read keys, and the delta's rank / live options."""
+"""Read-addressed edits (`addressed`, `erase`), their read keys, `locate`, and the delta's rank / live options."""
+
+import dataclasses
 
 import chex
 import jax
@@ -8,7 +10,7 @@ import pytest
 import editing
 import rime
 import rwkv_jax
-from editing import CaseEdit, get_method, keys, writes
+from editing import CaseEdit, get_method, keys, locate, writes
 from editing.calibration import calibrate_batch, read
 from editing.testing import byte_tokenizer
 from rime import protocol
@@ -118,7 +120,8 @@ def test_erase_leaves_nothing_to_read_along_the_old_values_keys(model, recipient
     assert get_method("erase").erases and not get_method("addressed").erases
 
 
-@pytest.mark.parametrize("spec", ["addressed:keys=receptance:k=2", "addressed:keys=receptance:protect=2:lam=0.1", "addressed:k=2", "erase:k=2"])
+@pytest.mark.parametrize("spec", ["addressed:keys=receptance:k=2", "addressed:keys=receptance:protect=2:lam=0.1",
+                                  "addressed:k=2", "erase:k=2"])
 def test_apply_many_equals_a_loop_over_cases(model, recipients, spec):
     method = protocol.parse_method(spec)
     out = method.apply_many(recipients, model, [CASE, OTHER])
@@ -206,3 +209,47 @@ def test_addressed_flips_the_case_and_leaves_another_person_alone(bundled):
     assert answers(state) == ["pickup truck", "station wagon"]
     assert answers(edited) == ["rickshaw", "station wagon"]
     assert editing.AddressedEdit is type(get_method("addressed"))
+
+
+TRANSCRIPT = ("User: Silas drives a hatchback. Rohan owns a hatchback and a dog.\n\n"
+              "Assistant: Noted.\n\nUser: The weather was fine.\n\nAssistant: Noted.\n\n")
+LOCATED = dataclasses.replace(CASE, transcript=TRANSCRIPT)
+
+
+def test_locate_finds_the_entitys_statement_not_another_persons(model):
+    tokens, start, end = locate.span(model.tokenizer, TRANSCRIPT, "Rohan", "hatchback")
+    assert model.tokenizer.decode(tokens[start:end]) == " hatchback"
+    assert TRANSCRIPT.encode()[:len(model.tokenizer.decode(tokens[:start]).encode())].endswith(b"owns a")
+    with pytest.raises(editing.EntityNotInTranscriptError, match="never mentions 'Esme'"):
+        locate.span(model.tokenizer, TRANSCRIPT, "Esme", "hatchback")
+    with pytest.raises(editing.EntityNotInTranscriptError, match="never states 'minivan' for 'Rohan'"):
+        locate.span(model.tokenizer, TRANSCRIPT, "Rohan", "minivan")
+
+
+def test_locate_writes_the_new_values_difference_decayed_to_the_present(model):
+    tokens, start, end = locate.span(model.tokenizer, TRANSCRIPT, "Rohan", "hatchback")
+    p, cfg = model.params, model.cfg
+    run = lambda t, s=None: rwkv_jax.model.forward(p, cfg, np.array(t, np.int32), s)[1]
+    live, old = run(tokens), run(tokens[:end])
+    D = run(model.tokenizer.encode(" minivan"), run(tokens[:start])).wkv - old.wkv
+    out = get_method("locate").apply(live, model, LOCATED)
+    for layer in range(cfg.n_layer):
+        # the rest of the transcript carries a change of one layer's state linearly to the present
+        moved = run(tokens[end:], old.replace(wkv=old.wkv.at[layer].add(D[layer])))
+        np.testing.assert_allclose(out.wkv[layer] - live.wkv[layer], moved.wkv[layer] - live.wkv[layer],
+                                   rtol=1e-3, atol=1e-4)
+    np.testing.assert_array_equal(out.att_shift, live.att_shift)
+
+
+def test_locate_by_a_name_the_transcript_lacks_keeps_or_raises(model, recipients):
+    stranger = dataclasses.replace(OTHER, transcript=TRANSCRIPT)
+    out = get_method("locate").apply_many(recipients, model, [LOCATED, stranger])
+    np.testing.assert_array_equal(out.wkv[1], recipients.wkv[1])
+    assert not np.allclose(out.wkv[0], recipients.wkv[0])
+    with pytest.raises(editing.EntityNotInTranscriptError, match="never mentions 'Esme'"):
+        get_method("locate", missing="raise").apply_many(recipients, model, [LOCATED, stranger])
+    with pytest.raises(ValueError, match="this case has none"):
+        get_method("locate").apply_many(recipients, model, [CASE, stranger])
+    with pytest.raises(ValueError, match="missing must be one of"):
+        get_method("locate", missing="ignore")
+    assert get_method("locate").reads == "transcript"
