@@ -25,7 +25,7 @@ import numpy as np
 from editing import algebra, writes
 from editing.calibration import TEMPLATES, Template, calibrate_batch
 from editing.keys import KEY_KINDS, KeyKind, other_people, question, read_keys
-from editing.methods import CaseEdit, EditMethod, ModelLike, _check_many, register
+from editing.methods import STARTS, CaseEdit, EditMethod, ModelLike, _check_many, register
 from editing.select import Selection
 from rwkv_jax.state import State
 
@@ -109,24 +109,28 @@ class AddressedEdit(ReadAddressed):
     """The read-addressed least-squares write of the calibrated delta (survey §5.3 E1).
 
     Per selected layer and head, `dS = argmin ||dS||_F` with `(S + dS) R ~= (S + delta) R`: a
-    rank-k key -> value write instead of the whole delta. `template` is the calibration's, `alpha`
-    scales the write.
+    rank-k key -> value write instead of the whole delta. `template` and `start` are the
+    calibration's (as for `delta`), `alpha` scales the write.
     """
 
     name: ClassVar[str] = "addressed"
     template: Template = "chat"
+    start: str = "zeros"
     alpha: float = 1.0
 
     def __post_init__(self) -> None:
         super().__post_init__()
         if self.template not in TEMPLATES:
             raise ValueError(f"template must be one of {TEMPLATES}, got {self.template!r}")
+        if self.start not in STARTS:
+            raise ValueError(f"start must be one of {STARTS}, got {self.start!r}")
         object.__setattr__(self, "alpha", float(self.alpha))
 
     def apply_many(self, states: State, model: ModelLike, cases: Sequence[CaseEdit]) -> State:
         _check_many(states, cases)
         delta = calibrate_batch(model.params, model.cfg, model.tokenizer,
-                                [(c.p_old, c.p_new) for c in cases], template=self.template)
+                                [(c.p_old, c.p_new) for c in cases], template=self.template,
+                                init_state=states if self.start == "live" else None)
         keys, preserved = self.addresses(states, model, cases)
         dS = _addressed(states.wkv, delta.wkv, keys, preserved, self.lam)
         return self.write(states, self.alpha * dS)

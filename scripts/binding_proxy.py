@@ -7,7 +7,8 @@ forward pass per question scores its answer's first token instead of a generated
 - edit: the new value's first token beats the old one's, over the target's questions;
 - wrong: the same with every edit calibrated on the case's `wrong_entity` (specificity = edit - wrong);
 - probes: the probe's expected first token is the argmax (the unedited model's rate is the floor);
-- bleed: same-value distractor probes where the new value's token beats the expected one.
+- old: the target's questions still answered with the old value's first token (erase wants 0);
+- bleed: same-value distractor probes answered with the new value's first token.
 Multi-step cases (stacked or multi-property) are reported apart as `probes 2+`.
 """
 
@@ -67,7 +68,8 @@ def summary(model, cases, method, states):
         hits = [a == first(model, cases[i].value_new) for i, k, a, *_ in rows if k == "same_value_distractor"]
         return np.mean(hits) if hits else float("nan")
 
-    return edit, wr, edit - wr, p1, p2, bleed(target), bleed(wrong)
+    old = np.mean([a == first(model, cases[i].value_old) for i, k, a, *_ in target if k == "edit"])
+    return edit, wr, edit - wr, p1, p2, bleed(target), bleed(wrong), old
 
 
 def main() -> None:
@@ -86,7 +88,7 @@ def main() -> None:
     cases = [cases[i] for i in keep]
     states = jax.tree.map(lambda x: x[np.array(keep)], states)
     print(f"{len(cases)} cases retained\n| method | edit | wrong | spec | probes 1 | probes 2+ | bleed | "
-          "wrong bleed | s |\n|---|---|---|---|---|---|---|---|---|")
+          "wrong bleed | old | s |\n|---|---|---|---|---|---|---|---|---|---|")
     for spec in args.methods.split(","):
         method = protocol.parse_method(spec)
         t = time.time()

@@ -86,12 +86,13 @@ def test_gradient_keys_span_the_gradient_of_the_answer(model, recipients):
                                np.linalg.norm(top2, axis=(-2, -1)), rtol=1e-3)
 
 
-def test_addressed_reads_the_calibrated_values_along_its_keys(model, recipients):
-    method = get_method("addressed", k=2, layers="upper_half")
+@pytest.mark.parametrize("start", ["zeros", "live"])
+def test_addressed_reads_the_calibrated_values_along_its_keys(model, recipients, start):
+    method = get_method("addressed", k=2, layers="upper_half", start=start)
     out = method.apply_many(recipients, model, [CASE, OTHER])
     R = own_keys(model, recipients, [CASE, OTHER], k=2)
-    delta = calibrate_batch(model.params, model.cfg, model.tokenizer,
-                            [(c.p_old, c.p_new) for c in (CASE, OTHER)])
+    delta = calibrate_batch(model.params, model.cfg, model.tokenizer, [(c.p_old, c.p_new) for c in (CASE, OTHER)],
+                            init_state=recipients if start == "live" else None)
     want = (recipients.wkv + delta.wkv) @ R
     np.testing.assert_allclose((out.wkv @ R)[:, 1], want[:, 1], rtol=1e-3, atol=1e-4)
     np.testing.assert_array_equal(out.wkv[:, 0], recipients.wkv[:, 0])  # layer 0 is not selected
@@ -148,6 +149,8 @@ def test_options_are_checked_by_name(model, recipients):
         get_method("addressed", protect=-1)
     with pytest.raises(ValueError, match="lam must be finite"):
         get_method("addressed", lam=float("nan"))
+    with pytest.raises(ValueError, match="start must be one of"):
+        get_method("addressed", start="middle")
     with pytest.raises(ValueError, match="k must be in 1..64"):
         get_method("addressed", k=65).apply(item(recipients, 0), model, CASE)
     with pytest.raises(ValueError, match="reads keys from one state"):
