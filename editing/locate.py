@@ -93,9 +93,10 @@ def _rewrite(params: Params, cfg: Config, tokens: jax.Array, start: jax.Array, e
 
 
 def _padded(rows: Sequence[list[int]]) -> tuple[np.ndarray, np.ndarray]:
-    # token lists -> [B, T] right-padded with 0 (T a multiple of 16), lengths [B]
+    # token lists -> [B, T] right-padded with 0, lengths [B]. T is a power of two (at least 16):
+    # transcripts vary in length, and each T compiles the rewrite kernel anew.
     lengths = np.array([len(r) for r in rows], np.int32)
-    out = np.zeros((len(rows), -(-int(lengths.max()) // 16) * 16), np.int32)
+    out = np.zeros((len(rows), max(16, 1 << (int(lengths.max()) - 1).bit_length())), np.int32)
     for row, r in zip(out, rows, strict=True):
         row[: len(r)] = r
     return out, lengths
