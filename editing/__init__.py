@@ -32,6 +32,7 @@ from editing.methods import (
     method_names,
     register,
 )
+from editing.optimized import OptimizedEdit
 from editing.select import ALL, SPANS, Selection
 
 __all__ = [
@@ -49,6 +50,7 @@ __all__ = [
     "LocateEdit",
     "ModelLike",
     "NonFiniteDeltaError",
+    "OptimizedEdit",
     "Selection",
     "StateMismatchError",
     "apply",

@@ -256,3 +256,20 @@ def test_locate_by_a_name_the_transcript_lacks_keeps_or_raises(model, recipients
     with pytest.raises(ValueError, match="missing must be one of"):
         get_method("locate", missing="ignore")
     assert get_method("locate").reads == "transcript"
+
+
+def test_optimized_raises_the_new_values_probability_on_the_selected_layers(model, recipients):
+    method = get_method("optimized", steps=5, lr=0.05, others=2, layers="upper_half")
+    out = method.apply_many(recipients, model, [CASE, OTHER])
+    np.testing.assert_array_equal(out.wkv[:, 0], recipients.wkv[:, 0])
+    np.testing.assert_array_equal(out.att_shift, recipients.att_shift)
+    prompts = [keys.question(c.entity, c.property) for c in (CASE, OTHER)]
+    new = [model.tokenizer.encode(" " + c.value_new)[0] for c in (CASE, OTHER)]
+    before = jax.nn.log_softmax(read(model.params, model.cfg, model.tokenizer, prompts, recipients)[0])
+    after = jax.nn.log_softmax(read(model.params, model.cfg, model.tokenizer, prompts, out)[0])
+    assert all(after[i, t] > before[i, t] + 0.1 for i, t in enumerate(new))
+    np.testing.assert_allclose(method.apply(item(recipients, 1), model, OTHER).wkv, out.wkv[1], atol=1e-4)
+    with pytest.raises(ValueError, match="steps must be an int in 1..50"):
+        get_method("optimized", steps=51)
+    with pytest.raises(ValueError, match="lr must be finite and > 0"):
+        get_method("optimized", lr=0)
