@@ -4,6 +4,8 @@ Everything here is a pure function of `rwkv_jax.State` pytrees; the README's "Ed
 section shows the main calls.
 """
 
+from editing import writes
+from editing.addressed import AddressedEdit, EraseEdit
 from editing.algebra import (
     Delta,
     Edit,
@@ -18,6 +20,8 @@ from editing.algebra import (
 )
 from editing.calibration import calibrate, calibrate_batch, edit, wrap
 from editing.checks import NonFiniteDeltaError, StateMismatchError
+from editing.keys import other_people, question, read_keys
+from editing.locate import EntityNotInTranscriptError, LocateEdit
 from editing.measure import Breakdown, cosine, norms
 from editing.methods import (
     READS,
@@ -28,10 +32,13 @@ from editing.methods import (
     method_names,
     register,
 )
+from editing.optimized import OptimizedEdit
 from editing.select import ALL, SPANS, Selection
 
 __all__ = [
     "ALL",
+    "AddressedEdit",
+    "EraseEdit",
     "SPANS",
     "Breakdown",
     "READS",
@@ -39,8 +46,11 @@ __all__ = [
     "Delta",
     "Edit",
     "EditMethod",
+    "EntityNotInTranscriptError",
+    "LocateEdit",
     "ModelLike",
     "NonFiniteDeltaError",
+    "OptimizedEdit",
     "Selection",
     "StateMismatchError",
     "apply",
@@ -54,10 +64,14 @@ __all__ = [
     "interpolate",
     "method_names",
     "norms",
+    "other_people",
+    "question",
+    "read_keys",
     "register",
     "revert",
     "scale",
     "transplant",
     "undo",
     "wrap",
+    "writes",
 ]

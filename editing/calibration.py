@@ -68,6 +68,13 @@ def encode_padded(tokenizer: Encoder, texts: Sequence[str], vocab_size: int
     return tokens, lengths
 
 
+def pad_rows(tree, K: int):
+    """Every leaf's leading axis (of size K) padded to a power of two with copies of row 0: a few
+    compiled kernels serve every K. Slice the results back to `[:K]`."""
+    fill = np.zeros((1 << (K - 1).bit_length()) - K, np.int32)
+    return jax.tree.map(lambda x: jnp.concatenate([x, x[fill]]), tree)
+
+
 @functools.partial(jax.jit, static_argnames=("cfg",))
 def _read(params: Params, cfg: Config, tokens: jax.Array, lengths: jax.Array,
           state: State) -> tuple[jax.Array, State]:
@@ -92,9 +99,7 @@ def read(params: Params, cfg: Config, tokenizer: Encoder, texts: Sequence[str],
     elif state.batch_shape != (K,):
         raise ValueError(f"state batch shape {state.batch_shape} is neither () nor ({K},) "
                          f"for {K} texts")
-    # rows padded to a power of two with copies of row 0: a few compiled kernels serve every K
-    fill = np.zeros((1 << (K - 1).bit_length()) - K, np.int32)
-    logits, out = _read(params, cfg, *jax.tree.map(lambda x: jnp.concatenate([x, x[fill]]), (tokens, lengths, state)))
+    logits, out = _read(params, cfg, *pad_rows((tokens, lengths, state), K))
     return jax.tree.map(lambda x: x[:K], (logits, out))
 
 

@@ -27,6 +27,7 @@ from editing import algebra, measure
 from editing.algebra import Delta
 from editing.calibration import TEMPLATES, Encoder, Template, calibrate_batch, read
 from editing.select import Selection
+from editing.writes import truncate
 from rwkv_jax.chat import turn
 from rwkv_jax.config import Config
 from rwkv_jax.params import Params
@@ -131,6 +132,9 @@ def _short(value: Any) -> str:
 
 _REGISTRY: dict[str, type[EditMethod]] = {}
 
+STARTS = ("zeros", "live")  # where a delta's calibration prompts are read from
+IN_CONTEXT_FORMS = {"statement": "Noted.", "correction": "Understood."}  # form -> acknowledgement
+
 # What a method reads besides the live state: nothing; calibration text built from the case's
 # (entity, property, values); text added to the conversation itself; the transcript of the
 # conversation that built the state.
@@ -206,7 +210,10 @@ class DeltaEdit(EditMethod):
 
     Options (the §5.6 ablations): `template` "chat" or "bare" calibration; `components` "all" or
     a subset such as "wkv"; `layers` None (all), a span name ("upper_half", see
-    `editing.select.SPANS`) or layer indices; `alpha` the edit strength.
+    `editing.select.SPANS`) or layer indices; `alpha` the edit strength. `rank` keeps each wkv
+    head's top `rank` singular pairs of the delta (its "value" and "address" directions);
+    `start="live"` calibrates from the live state being edited instead of the empty one, so the
+    delta is addressed in the live context.
     """
 
     name: ClassVar[str] = "delta"
@@ -214,10 +221,16 @@ class DeltaEdit(EditMethod):
     components: str | tuple[str, ...] = COMPONENTS
     layers: str | tuple[int, ...] | tuple[bool, ...] | None = None
     alpha: float = 1.0
+    rank: int | None = None
+    start: str = "zeros"
 
     def __post_init__(self) -> None:
         if self.template not in TEMPLATES:
             raise ValueError(f"template must be one of {TEMPLATES}, got {self.template!r}")
+        if self.rank is not None and (not isinstance(self.rank, int) or self.rank < 1):
+            raise ValueError(f"rank must be None or an int >= 1, got {self.rank!r}")
+        if self.start not in STARTS:
+            raise ValueError(f"start must be one of {STARTS}, got {self.start!r}")
         select = Selection(layers=self.layers, components=self.components)  # validates
         object.__setattr__(self, "layers", select.layers)
         object.__setattr__(self, "components", select.components)
@@ -231,23 +244,32 @@ class DeltaEdit(EditMethod):
         """The calibration prompts `(from, to)`."""
         return case.p_old, case.p_new
 
-    def deltas(self, model: ModelLike, cases: Sequence[CaseEdit]) -> Delta:
-        """One delta per case `[K, ...]`, every calibration pair read in one vmapped pass."""
+    def deltas(self, model: ModelLike, cases: Sequence[CaseEdit], states: State | None = None) -> Delta:
+        """One delta per case `[K, ...]`, every calibration pair read in one vmapped pass, from
+        the empty state or (`start="live"`) from `states` `[K]`."""
         for case in cases:
             _check_case(case)
-        return calibrate_batch(model.params, model.cfg, model.tokenizer, [self.pair(c) for c in cases],
-                               template=self.template)
+        if self.start == "live" and states is None:
+            raise ValueError("a delta calibrated from the live state needs the states it edits")
+        d = calibrate_batch(model.params, model.cfg, model.tokenizer, [self.pair(c) for c in cases],
+                            template=self.template, init_state=states if self.start == "live" else None)
+        return d if self.rank is None else d.replace(wkv=truncate(d.wkv, self.rank))
 
-    def delta(self, model: ModelLike, case: CaseEdit) -> Delta:
-        return jax.tree.map(lambda x: x[0], self.deltas(model, [case]))
+    def delta(self, model: ModelLike, case: CaseEdit, state: State | None = None) -> Delta:
+        states = None if state is None else jax.tree.map(lambda x: x[None], state)
+        return jax.tree.map(lambda x: x[0], self.deltas(model, [case], states))
 
     def apply(self, state: State, model: ModelLike, case: CaseEdit) -> State:
-        return algebra.apply(state, self.delta(model, case), alpha=self.alpha,
-                             select=self.select)
+        if self.start == "live" and state.batch_shape:
+            raise ValueError(f"start='live' calibrates from one state, got batch shape "
+                             f"{state.batch_shape}; use apply_many")
+        return algebra.apply(state, self.delta(model, case, state if self.start == "live" else None),
+                             alpha=self.alpha, select=self.select)
 
     def apply_many(self, states: State, model: ModelLike, cases: Sequence[CaseEdit]) -> State:
         _check_many(states, cases)
-        return algebra.apply(states, self.deltas(model, cases), alpha=self.alpha, select=self.select)
+        return algebra.apply(states, self.deltas(model, cases, states), alpha=self.alpha,
+                             select=self.select)
 
 
 @register
@@ -282,8 +304,8 @@ class RandomEdit(DeltaEdit):
     name: ClassVar[str] = "random"
     seed: int = 0
 
-    def deltas(self, model: ModelLike, cases: Sequence[CaseEdit]) -> Delta:
-        reference = super().deltas(model, cases)
+    def deltas(self, model: ModelLike, cases: Sequence[CaseEdit], states: State | None = None) -> Delta:
+        reference = super().deltas(model, cases, states)
         hashes = jnp.array([zlib.crc32(f"{c.p_old}\0{c.p_new}".encode()) for c in cases], jnp.uint32)
 
         def noise_of(case_hash: jax.Array) -> State:
@@ -303,16 +325,29 @@ class RandomEdit(DeltaEdit):
 @register
 @dataclasses.dataclass(frozen=True)
 class InContextEdit(EditMethod):
-    """The baseline without state arithmetic: a correction turn read through the normal forward
-    pass, `User: Correction: <sentence>\\n\\nAssistant: Understood.\\n\\n`."""
+    """The baseline without state arithmetic: a turn read through the normal forward pass.
+
+    `form="statement"` (default) tells the model the case's own edit sentence, the form its
+    conversations state facts in: `User: <p_new>\\n\\nAssistant: Noted.\\n\\n`.
+    `form="correction"` is the older wording, `User: Correction: <correction_text>\\n\\nAssistant:
+    Understood.\\n\\n`, a form the model never saw. `ack` replaces the form's acknowledgement and
+    `prefix` the correction's lead-in.
+    """
 
     name: ClassVar[str] = "in_context"
     reads: ClassVar[str] = "context"
+    form: str = "statement"
     prefix: str = "Correction: "
-    ack: str = "Understood."
+    ack: str = ""
+
+    def __post_init__(self) -> None:
+        if self.form not in IN_CONTEXT_FORMS:
+            raise ValueError(f"form must be one of {list(IN_CONTEXT_FORMS)}, got {self.form!r}")
 
     def text(self, case: CaseEdit) -> str:
-        return turn("user", self.prefix + case.correction_text) + turn("assistant", self.ack)
+        ack = self.ack or IN_CONTEXT_FORMS[self.form]
+        said = case.p_new if self.form == "statement" else self.prefix + case.correction_text
+        return turn("user", said) + turn("assistant", ack)
 
     def apply(self, state: State, model: ModelLike, case: CaseEdit) -> State:
         _check_case(case)

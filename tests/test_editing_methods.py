@@ -82,7 +82,7 @@ def test_unknown_names_and_options_are_rejected_with_what_exists():
 def test_options_are_normalised_hashable_and_labelled():
     m = get_method("delta", components="wkv", layers=range(2, 4), alpha=2)
     assert m.options == {"template": "chat", "components": ("wkv",), "layers": (2, 3),
-                         "alpha": 2.0}
+                         "alpha": 2.0, "rank": None, "start": "zeros"}
     assert m.label == "delta(components=wkv, layers=(2, 3), alpha=2.0)"
     assert get_method("delta").label == "delta"
     assert m == get_method("delta", components=("wkv",), layers=[2, 3], alpha=2.0)
@@ -173,11 +173,11 @@ def test_random_edit_is_reproducible_per_seed_and_differs_across_seeds_and_cases
     assert not np.allclose(a.wkv, get_method("random", seed=1).delta(model, other).wkv)
 
 
-def test_in_context_text_is_a_correction_turn_and_an_acknowledgement():
-    assert get_method("in_context").text(CASE) == (
+def test_in_context_correction_form_is_a_correction_turn_and_an_acknowledgement():
+    assert get_method("in_context", form="correction").text(CASE) == (
         "User: Correction: The vehicle of Rohan is now minivan.\n\nAssistant: Understood.\n\n")
     custom = dataclasses.replace(CASE, correction="Rohan drives a minivan.")
-    assert get_method("in_context", prefix="", ack="OK.").text(custom) == (
+    assert get_method("in_context", form="correction", prefix="", ack="OK.").text(custom) == (
         "User: Rohan drives a minivan.\n\nAssistant: OK.\n\n")
 
 

@@ -1,0 +1,130 @@
+"""Read keys: the directions of each wkv head that a question about (entity, property) reads.
+
+A method that writes along read keys builds its own question from the entity and the property
+(`question`), never the benchmark's queries, and reads it from the live state. Two kinds of key:
+
+- "gradient": the top right singular vectors (key side) of `d log p(answer token) / d S` per head.
+  The gradient flows through the question's own tokens, so these keys already carry the decay and
+  erasure the question applies before it reads the answer (survey §5.3 E4).
+- "receptance": the top left singular vectors of the receptances `r` at the question's tokens,
+  as the model computes them from the live state; cheaper, with no transport.
+
+Both come out as orthonormal bases `[..., L, H, N, k]`, one key per column.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import zlib
+from collections.abc import Sequence
+from importlib import resources
+from typing import Literal
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from editing.calibration import Encoder, encode_padded, pad_rows
+from rwkv_jax.chat import chat_prompt
+from rwkv_jax.config import Config
+from rwkv_jax.model import forward, forward_trace, layer_norm
+from rwkv_jax.params import Params
+from rwkv_jax.state import State
+
+KeyKind = Literal["gradient", "receptance"]
+KEY_KINDS = ("gradient", "receptance")
+ARGMAX = -1  # answer token: whatever the live state answers now
+
+
+def question(entity: str, prop: str) -> str:
+    """A method's own question about (entity, property), as a chat prompt awaiting the answer."""
+    return chat_prompt([("user", f"What is {entity}'s {prop}?")])
+
+
+@functools.cache
+def bundled_names() -> tuple[str, ...]:
+    # the bundled benchmark's list of first names (read lazily: rime depends on editing)
+    return tuple(json.loads(resources.files("rime").joinpath("data/names.json").read_text()))
+
+
+def other_people(entity: str, n: int) -> list[str]:
+    """`n` names from the bundled name list, none of them `entity`, chosen by a hash of `entity`
+    (reproducible, and different people for different entities)."""
+    names = [m for m in bundled_names() if m != entity]
+    if not 0 <= n <= len(names):
+        raise ValueError(f"can protect 0..{len(names)} other people, asked for {n}")
+    start = zlib.crc32(entity.encode()) % len(names)
+    return [names[(start + i) % len(names)] for i in range(n)]
+
+
+def _top(vectors: jax.Array, k: int) -> jax.Array:
+    # [..., N, c] columns -> [..., N, k]: an orthonormal basis of their top-k span
+    u, _, _ = jnp.linalg.svd(vectors, full_matrices=False)
+    return u[..., :k]
+
+
+def _gradient(params: Params, cfg: Config, tokens: jax.Array, length: jax.Array,
+              target: jax.Array, state: State, k: int) -> jax.Array:
+    # tokens [T], length [], target [] (ARGMAX: the live answer) -> keys [L, H, N, k]
+    def log_p(wkv):
+        logits, _ = forward(params, cfg, tokens, state.replace(wkv=wkv), logits="last", length=length,
+                            wkv="scan")
+        lp = jax.nn.log_softmax(logits)
+        return lp[jnp.where(target == ARGMAX, jnp.argmax(jax.lax.stop_gradient(lp)), target)]
+
+    grad = jax.grad(log_p)(state.wkv)  # [L, H, N(value), N(key)]
+    return _top(jnp.swapaxes(grad, -1, -2), k)
+
+
+def _receptance(params: Params, cfg: Config, tokens: jax.Array, length: jax.Array,
+                target: jax.Array, state: State, k: int) -> jax.Array:
+    # tokens [T], length [] -> keys [L, H, N, k]; target is unused (receptances do not depend on it)
+    del target
+    _, _, trace = forward_trace(params, cfg, tokens, state)
+    att = params["blocks"]["att"]
+
+    def layer(x, ln1, shift, mix, w_r):
+        # x [T, D]: the block input; the receptance as time_mix computes it
+        h = layer_norm(x, ln1)
+        prev = jnp.concatenate([shift[None].astype(h.dtype), h[:-1]])
+        return (h + (prev - h) * mix) @ w_r
+
+    r = jax.vmap(layer)(trace.hidden[:-1], params["blocks"]["ln1"], state.att_shift, att["x_r"],
+                        att["receptance"])  # [L, T, D]
+    r = jnp.where((jnp.arange(tokens.shape[0]) < length)[:, None], r.astype(jnp.float32), 0.0)
+    heads = r.reshape(cfg.n_layer, -1, cfg.n_head, cfg.head_size)  # [L, T, H, N]
+    return _top(jnp.moveaxis(heads, 1, -1), k)
+
+
+_KEYS = {"gradient": _gradient, "receptance": _receptance}
+
+
+@functools.partial(jax.jit, static_argnames=("cfg", "kind", "k"))
+def _keys(params: Params, cfg: Config, tokens: jax.Array, lengths: jax.Array, targets: jax.Array,
+          states: State, kind: KeyKind, k: int) -> jax.Array:
+    # tokens [B, T], lengths [B], targets [B], states [B] -> [B, L, H, N, k]
+    one = functools.partial(_KEYS[kind], params, cfg, k=k)
+    return jax.vmap(one)(tokens, lengths, targets, states)
+
+
+def read_keys(params: Params, cfg: Config, tokenizer: Encoder, questions: Sequence[str],
+              answers: Sequence[str | None], states: State, *, kind: KeyKind = "gradient",
+              k: int = 4) -> jax.Array:
+    """Orthonormal read keys `[B, L, H, N, k]`, one set per question read from its state `[B]`.
+
+    answers: per question, the answer whose first token (of `" " + answer`) the gradient keys
+    address, or None for the token the state answers now; receptance keys ignore them.
+    """
+    if kind not in KEY_KINDS:
+        raise ValueError(f"key kind must be one of {KEY_KINDS}, got {kind!r}")
+    if not 1 <= k <= cfg.head_size:
+        raise ValueError(f"k must be in 1..{cfg.head_size} (the head size), got {k}")
+    B = len(questions)
+    if len(answers) != B or states.batch_shape != (B,):
+        raise ValueError(f"{B} questions need {B} answers and states [{B}], got {len(answers)} "
+                         f"and {states.batch_shape}")
+    tokens, lengths = encode_padded(tokenizer, questions, cfg.vocab_size)
+    targets = np.array([ARGMAX if a is None else tokenizer.encode(" " + a)[0] for a in answers], np.int32)
+    keys = _keys(params, cfg, *pad_rows((tokens, lengths, targets, states), B), kind=kind, k=k)
+    return keys[:B]

@@ -1,0 +1,154 @@
+"""`locate`: rewrite the write that stored the fact, found in the transcript that built the state.
+
+The method reads the conversation that built the live state (`CaseEdit.transcript`), finds the
+last place it states the old value for the entity (the old value's tokens, when the nearest name
+mentioned before them is the entity's), and replaces what those tokens wrote:
+
+    D  = S'(span end) - S(span end)      the state after reading the new value's tokens instead
+    dS = D Phi                           decayed to the present
+
+where `Phi` is the product of the later tokens' transitions `diag(w) - kk (a kk)^T` at each layer.
+`D Phi` is computed as the tangent of the rest of the transcript's forward pass with only that
+layer's state perturbed: a layer's own transitions depend on the layers below it, never on its
+own state, so this is exact per layer (first order across layers, survey §5.3 E4).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import re
+from collections.abc import Sequence
+from typing import ClassVar
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from editing import algebra
+from editing.calibration import Encoder, pad_rows
+from editing.keys import bundled_names
+from editing.methods import CaseEdit, EditMethod, ModelLike, _check_many, register
+from editing.select import Selection
+from rwkv_jax.config import Config
+from rwkv_jax.model import forward
+from rwkv_jax.params import Params
+from rwkv_jax.state import State
+
+MISSING = ("keep", "raise")
+
+
+class EntityNotInTranscriptError(ValueError):
+    """The transcript never mentions the entity, or never states its old value."""
+
+
+def span(tokenizer: Encoder, transcript: str, entity: str, value: str) -> tuple[list[int], int, int]:
+    """The transcript's tokens and the token span `[start, end)` of the last statement of `value`
+    for `entity`: the value's tokens where the nearest name mentioned before them is `entity`
+    (names: the bundled list and the entity)."""
+    if not re.search(rf"\b{re.escape(entity)}\b", transcript):
+        raise EntityNotInTranscriptError(f"the transcript never mentions {entity!r}")
+    people = "|".join(re.escape(n) for n in sorted({*bundled_names(), entity}, key=len, reverse=True))
+    mentions = [(m.start(), m.group()) for m in re.finditer(rf"\b({people})\b", transcript)]
+    found = None
+    for m in re.finditer(rf"\b{re.escape(value)}\b", transcript, re.IGNORECASE):
+        before = [name for at, name in mentions if at < m.start()]
+        if before and before[-1] == entity:
+            found = m
+    if found is None:
+        raise EntityNotInTranscriptError(f"the transcript never states {value!r} for {entity!r}")
+    tokens = tokenizer.encode(transcript)
+    # byte offset where each token ends; the span is every token overlapping the value
+    ends = np.cumsum([len(tokenizer.decode([t]).encode()) for t in tokens])
+    # the value with its leading space, as the new value " " + value_new is read
+    begin = found.start() - transcript[: found.start()].endswith(" ")
+    lo, hi = len(transcript[:begin].encode()), len(transcript[: found.end()].encode())
+    start = int(np.searchsorted(ends, lo, side="right"))
+    end = int(np.searchsorted(ends, hi, side="left")) + 1
+    return tokens, start, end
+
+
+@functools.partial(jax.jit, static_argnames=("cfg",))
+def _rewrite(params: Params, cfg: Config, tokens: jax.Array, start: jax.Array, end: jax.Array,
+             length: jax.Array, new: jax.Array, n_new: jax.Array) -> jax.Array:
+    # tokens [B, T] transcripts, span [start, end) and length [B]; new [B, Tn] value tokens, n_new
+    # [B] -> dS [B, L, H, N, N]
+    def one(t, s, e, n, v, nv):
+        before = forward(params, cfg, t, length=s, logits="last")[1]
+        old = forward(params, cfg, t, length=e, logits="last")[1]
+        rewritten = forward(params, cfg, v, before, length=nv, logits="last")[1]
+        D = rewritten.wkv - old.wkv  # [L, H, N, N]
+        rest = jnp.roll(t, -e)  # the tokens after the span, from position 0
+
+        def carried(wkv):
+            return forward(params, cfg, rest, old.replace(wkv=wkv), length=n - e, logits="last")[1].wkv
+
+        def through(layer):
+            tangent = jnp.where(jnp.arange(cfg.n_layer)[:, None, None, None] == layer, D, 0.0)
+            return jax.jvp(carried, (old.wkv,), (tangent,))[1][layer]
+
+        return jax.vmap(through)(jnp.arange(cfg.n_layer))
+
+    return jax.vmap(one)(tokens, start, end, length, new, n_new)
+
+
+def _padded(rows: Sequence[list[int]]) -> tuple[np.ndarray, np.ndarray]:
+    # token lists -> [B, T] right-padded with 0, lengths [B]. T is a power of two (at least 16):
+    # transcripts vary in length, and each T compiles the rewrite kernel anew.
+    lengths = np.array([len(r) for r in rows], np.int32)
+    out = np.zeros((len(rows), max(16, 1 << (int(lengths.max()) - 1).bit_length())), np.int32)
+    for row, r in zip(out, rows, strict=True):
+        row[: len(r)] = r
+    return out, lengths
+
+
+@register
+@dataclasses.dataclass(frozen=True)
+class LocateEdit(EditMethod):
+    """Replaces the transcript's write of the old value with the new value's, decayed to now.
+
+    missing: what a case whose transcript never mentions the entity (or never states its old
+    value) gets: "keep" leaves its state unchanged (locating by a wrong name finds nothing to
+    rewrite), "raise" raises `EntityNotInTranscriptError`. layers: the layers rewritten.
+    """
+
+    name: ClassVar[str] = "locate"
+    reads: ClassVar[str] = "transcript"
+    missing: str = "keep"
+    layers: str | tuple[int, ...] | tuple[bool, ...] | None = None
+
+    def __post_init__(self) -> None:
+        if self.missing not in MISSING:
+            raise ValueError(f"missing must be one of {MISSING}, got {self.missing!r}")
+        object.__setattr__(self, "layers", Selection(layers=self.layers).layers)
+
+    def apply(self, state: State, model: ModelLike, case: CaseEdit) -> State:
+        if state.batch_shape:
+            raise ValueError(f"locate rewrites one state, got batch shape {state.batch_shape}; use apply_many")
+        one = jax.tree.map(lambda x: x[None], state)
+        return jax.tree.map(lambda x: x[0], self.apply_many(one, model, [case]))
+
+    def apply_many(self, states: State, model: ModelLike, cases: Sequence[CaseEdit]) -> State:
+        _check_many(states, cases)
+        found, rows = [], []
+        for i, case in enumerate(cases):
+            if not case.transcript:
+                raise ValueError("locate reads the transcript that built the state; this case has none")
+            try:
+                rows.append((*span(model.tokenizer, case.transcript, case.entity, case.value_old),
+                             model.tokenizer.encode(" " + case.value_new)))
+                found.append(i)
+            except EntityNotInTranscriptError:
+                if self.missing == "raise":
+                    raise
+        dS = jnp.zeros_like(states.wkv)
+        if found:
+            tokens, lengths = _padded([r[0] for r in rows])
+            new, n_new = _padded([r[3] for r in rows])
+            starts = np.array([r[1] for r in rows], np.int32)
+            ends = np.array([r[2] for r in rows], np.int32)
+            B = len(found)
+            got = _rewrite(model.params, model.cfg, *pad_rows((tokens, starts, ends, lengths, new, n_new), B))
+            dS = dS.at[np.array(found)].set(got[:B])
+        zeros = jax.tree.map(jnp.zeros_like, states)
+        return algebra.apply(states, zeros.replace(wkv=dS), select=Selection(self.layers, "wkv"))
