@@ -53,13 +53,14 @@ def _values(values: Sequence[Interval]) -> np.ndarray:
 
 def headline(a: Analysis) -> plt.Figure:
     """Figure 1: per installing method, edit accuracy at ft=0, probe preservation, and edit accuracy
-    after one neutral and one adversarial filler turn."""
-    groups = ("edit acc ft=0", "probe preservation", "ft=1 neutral", "ft=1 adversarial")
+    after the fewest neutral and adversarial filler turns the run measured."""
+    k = a.first_filler
+    groups = ("edit acc ft=0", "probe preservation", f"ft={k} neutral", f"ft={k} adversarial")
     fig, ax = plt.subplots(figsize=(3.5 + 1.6 * len(groups), 4))
     width = 0.8 / len(a.installers)
     x = np.arange(len(groups))
     for i, m in enumerate(a.installers):
-        rates = [a.edit(m), a.probes(m), a.after_one(m, "neutral"), a.after_one(m, "adversarial")]
+        rates = [a.edit(m), a.probes(m), a.after_fillers(m, "neutral"), a.after_fillers(m, "adversarial")]
         at = x + (i - (len(a.installers) - 1) / 2) * width
         shown = [j for j, r in enumerate(rates) if _measured(r)]
         ax.bar(at[shown], _values([rates[j] for j in shown]), width, yerr=_errors([rates[j] for j in shown]),

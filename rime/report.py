@@ -129,6 +129,8 @@ class Analysis:
         # those that install a value: the ones with a wrong-entity control
         self.edit_methods = [m for m in self.installers if m in config["wrong_entity"]] or self.installers
         self.settings = [(mode, k) for mode in config["modes"] for k in config["fillers"] if k]
+        # the headline's filler column: the fewest filler turns the run measured (1 in the paper's grid)
+        self.first_filler = min((k for k in config["fillers"] if k), default=1)
         self.cases = sorted({r["case_id"] for r in rows})
         baseline = defaultdict(list)
         for r in rows:
@@ -194,8 +196,9 @@ class Analysis:
         verdicts = [answered(r) for r in self.rows(method, kinds, variant=variant)]
         return {name: Rate(verdicts.count(name), len(verdicts)) for name in (*ANSWERS, OTHER_TEXT)}
 
-    def after_one(self, method: str, mode: str) -> Rate:
-        return self.edit(method, (mode, 1))
+    def after_fillers(self, method: str, mode: str) -> Rate:
+        """Edit accuracy after `first_filler` turns of `mode`."""
+        return self.edit(method, (mode, self.first_filler))
 
     def by_axis(self, method: str) -> dict[str, dict[str, Rate]]:
         """Edit accuracy at ft=0 for every value of every control axis (Figure 2)."""
@@ -256,9 +259,10 @@ def _grouped(a: Analysis, methods: Sequence[str], header: Sequence[str],
 
 def headline_table(a: Analysis) -> str:
     """Figure 1's numbers, one row per installing method, grouped by what the methods read."""
-    header = ["method", "edit acc ft=0", "probe preservation", "ft=1 neutral", "ft=1 adversarial"]
+    k = a.first_filler
+    header = ["method", "edit acc ft=0", "probe preservation", f"ft={k} neutral", f"ft={k} adversarial"]
     return _grouped(a, a.installers, header, lambda m: [
-        m, a.edit(m), a.probes(m), a.after_one(m, "neutral"), a.after_one(m, "adversarial")])
+        m, a.edit(m), a.probes(m), a.after_fillers(m, "neutral"), a.after_fillers(m, "adversarial")])
 
 
 def _controlled(a: Analysis, m: str, value: object) -> object:

@@ -6,7 +6,7 @@ import math
 
 import pytest
 
-from rime.report import OUTCOMES, Analysis, Rate, write_report
+from rime.report import OUTCOMES, Analysis, Rate, headline_table, write_report
 from rime.rows import CONFIG, ROWS
 from rime.scoring import contains_any, score, wilson
 
@@ -110,9 +110,17 @@ def test_retention_filter_and_specificity_controls(analysis_rows):
     assert a.bleed("delta") == Rate(1, 3)
     assert a.probes("delta") == Rate(2, 3)
     assert a.clean("delta") == Rate(3, 3)  # only c0 has no distractors
-    assert a.after_one("delta", "neutral") == Rate(1, 3)
+    assert a.after_fillers("delta", "neutral") == Rate(1, 3)
     assert a.decay("delta")["neutral"] == [(0, Rate(5, 9)), (1, Rate(1, 3))]
     assert a.by_axis("delta")["distractor_count"] == {"0": Rate(3, 3), "2": Rate(2, 6)}
+
+
+def test_headline_filler_column_is_the_fewest_turns_measured(analysis_rows):
+    rows = [dict(r, filler_turns=6) if r["filler_turns"] == 1 else r for r in analysis_rows]
+    a = Analysis(rows, {**CONFIG_DICT, "fillers": [0, 6]})
+    assert a.first_filler == 6
+    assert a.after_fillers("delta", "neutral") == Rate(1, 3)
+    assert "ft=6 neutral" in headline_table(a) and "ft=1" not in headline_table(a)
 
 
 def test_blast_radius_counts_case_verdicts(analysis_rows):
