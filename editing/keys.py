@@ -42,10 +42,21 @@ def question(entity: str, prop: str) -> str:
     return chat_prompt([("user", f"What is {entity}'s {prop}?")])
 
 
+def _bundled(name: str):
+    # the bundled benchmark's data (read lazily: rime depends on editing)
+    return json.loads(resources.files("rime").joinpath(f"data/{name}").read_text())
+
+
 @functools.cache
 def bundled_names() -> tuple[str, ...]:
-    # the bundled benchmark's list of first names (read lazily: rime depends on editing)
-    return tuple(json.loads(resources.files("rime").joinpath("data/names.json").read_text()))
+    """The bundled benchmark's list of first names."""
+    return tuple(_bundled("names.json"))
+
+
+@functools.cache
+def bundled_values(prop: str) -> tuple[str, ...]:
+    """The bundled benchmark's values of the property labelled `prop` ("vehicle"); none if unknown."""
+    return next((tuple(p["values"]) for p in _bundled("properties.json").values() if p["label"] == prop), ())
 
 
 def other_people(entity: str, n: int) -> list[str]:

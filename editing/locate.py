@@ -4,8 +4,13 @@ The method reads the conversation that built the live state (`CaseEdit.transcrip
 last place it states the old value for the entity (the old value's tokens, when the nearest name
 mentioned before them is the entity's), and replaces what those tokens wrote:
 
-    D  = S'(span end) - S(span end)      the state after reading the new value's tokens instead
+    D  = S0 + new - (S0 + old)           S0 the state before the span; the value's tokens read from it
     dS = D Phi                           decayed to the present
+
+A stack's later steps name as old value one the transcript never states (an earlier edit's new
+value); their span is the transcript's last statement for the entity of any bundled value of the
+property, and since every step reads its old and new value from the same S0 their writes add up
+to the last value's.
 
 where `Phi` is the product of the later tokens' transitions `diag(w) - kk (a kk)^T` at each layer.
 `D Phi` is computed as the tangent of the rest of the transcript's forward pass with only that
@@ -27,7 +32,7 @@ import numpy as np
 
 from editing import algebra
 from editing.calibration import Encoder, pad_rows
-from editing.keys import bundled_names
+from editing.keys import bundled_names, bundled_values
 from editing.methods import CaseEdit, EditMethod, ModelLike, _check_many, register
 from editing.select import Selection
 from rwkv_jax.config import Config
@@ -42,19 +47,27 @@ class EntityNotInTranscriptError(ValueError):
     """The transcript never mentions the entity, or never states its old value."""
 
 
-def span(tokenizer: Encoder, transcript: str, entity: str, value: str) -> tuple[list[int], int, int]:
+def span(tokenizer: Encoder, transcript: str, entity: str, value: str,
+         alternatives: Sequence[str] = ()) -> tuple[list[int], int, int]:
     """The transcript's tokens and the token span `[start, end)` of the last statement of `value`
     for `entity`: the value's tokens where the nearest name mentioned before them is `entity`
-    (names: the bundled list and the entity)."""
+    (names: the bundled list and the entity). If it never states `value` for the entity, the
+    last statement of any of `alternatives`."""
     if not re.search(rf"\b{re.escape(entity)}\b", transcript):
         raise EntityNotInTranscriptError(f"the transcript never mentions {entity!r}")
     people = "|".join(re.escape(n) for n in sorted({*bundled_names(), entity}, key=len, reverse=True))
     mentions = [(m.start(), m.group()) for m in re.finditer(rf"\b({people})\b", transcript)]
-    found = None
-    for m in re.finditer(rf"\b{re.escape(value)}\b", transcript, re.IGNORECASE):
-        before = [name for at, name in mentions if at < m.start()]
-        if before and before[-1] == entity:
-            found = m
+
+    def last(values: Sequence[str]) -> re.Match | None:
+        found = None
+        pattern = "|".join(re.escape(v) for v in sorted(values, key=len, reverse=True))
+        for m in re.finditer(rf"\b({pattern})\b", transcript, re.IGNORECASE) if values else ():
+            before = [name for at, name in mentions if at < m.start()]
+            if before and before[-1] == entity:
+                found = m
+        return found
+
+    found = last([value]) or last(alternatives)
     if found is None:
         raise EntityNotInTranscriptError(f"the transcript never states {value!r} for {entity!r}")
     tokens = tokenizer.encode(transcript)
@@ -70,14 +83,14 @@ def span(tokenizer: Encoder, transcript: str, entity: str, value: str) -> tuple[
 
 @functools.partial(jax.jit, static_argnames=("cfg",))
 def _rewrite(params: Params, cfg: Config, tokens: jax.Array, start: jax.Array, end: jax.Array,
-             length: jax.Array, new: jax.Array, n_new: jax.Array) -> jax.Array:
-    # tokens [B, T] transcripts, span [start, end) and length [B]; new [B, Tn] value tokens, n_new
-    # [B] -> dS [B, L, H, N, N]
+             length: jax.Array, values: jax.Array, n_values: jax.Array) -> jax.Array:
+    # tokens [B, T] transcripts, span [start, end) and length [B]; values [B, 2, Tv] the new and
+    # the old value's tokens, n_values [B, 2] -> dS [B, L, H, N, N]
     def one(t, s, e, n, v, nv):
         before = forward(params, cfg, t, length=s, logits="last")[1]
         old = forward(params, cfg, t, length=e, logits="last")[1]
-        rewritten = forward(params, cfg, v, before, length=nv, logits="last")[1]
-        D = rewritten.wkv - old.wkv  # [L, H, N, N]
+        read = lambda v, nv: forward(params, cfg, v, before, length=nv, logits="last")[1].wkv
+        D = read(v[0], nv[0]) - read(v[1], nv[1])  # [L, H, N, N]
         rest = jnp.roll(t, -e)  # the tokens after the span, from position 0
 
         def carried(wkv):
@@ -89,7 +102,7 @@ def _rewrite(params: Params, cfg: Config, tokens: jax.Array, start: jax.Array, e
 
         return jax.vmap(through)(jnp.arange(cfg.n_layer))
 
-    return jax.vmap(one)(tokens, start, end, length, new, n_new)
+    return jax.vmap(one)(tokens, start, end, length, values, n_values)
 
 
 def _padded(rows: Sequence[list[int]]) -> tuple[np.ndarray, np.ndarray]:
@@ -135,8 +148,9 @@ class LocateEdit(EditMethod):
             if not case.transcript:
                 raise ValueError("locate reads the transcript that built the state; this case has none")
             try:
-                rows.append((*span(model.tokenizer, case.transcript, case.entity, case.value_old),
-                             model.tokenizer.encode(" " + case.value_new)))
+                found_span = span(model.tokenizer, case.transcript, case.entity, case.value_old,
+                                  bundled_values(case.property))
+                rows.append((*found_span, [model.tokenizer.encode(" " + v) for v in (case.value_new, case.value_old)]))
                 found.append(i)
             except EntityNotInTranscriptError:
                 if self.missing == "raise":
@@ -144,11 +158,12 @@ class LocateEdit(EditMethod):
         dS = jnp.zeros_like(states.wkv)
         if found:
             tokens, lengths = _padded([r[0] for r in rows])
-            new, n_new = _padded([r[3] for r in rows])
+            values, n_values = _padded([v for r in rows for v in r[3]])
+            values, n_values = values.reshape(len(rows), 2, -1), n_values.reshape(len(rows), 2)
             starts = np.array([r[1] for r in rows], np.int32)
             ends = np.array([r[2] for r in rows], np.int32)
             B = len(found)
-            got = _rewrite(model.params, model.cfg, *pad_rows((tokens, starts, ends, lengths, new, n_new), B))
+            got = _rewrite(model.params, model.cfg, *pad_rows((tokens, starts, ends, lengths, values, n_values), B))
             dS = dS.at[np.array(found)].set(got[:B])
         zeros = jax.tree.map(jnp.zeros_like, states)
         return algebra.apply(states, zeros.replace(wkv=dS), select=Selection(self.layers, "wkv"))

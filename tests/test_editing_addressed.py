@@ -233,8 +233,8 @@ def test_locate_writes_the_new_values_difference_decayed_to_the_present(model):
     tokens, start, end = locate.span(model.tokenizer, TRANSCRIPT, "Rohan", "hatchback")
     p, cfg = model.params, model.cfg
     run = lambda t, s=None: rwkv_jax.model.forward(p, cfg, np.array(t, np.int32), s)[1]
-    live, old = run(tokens), run(tokens[:end])
-    D = run(model.tokenizer.encode(" minivan"), run(tokens[:start])).wkv - old.wkv
+    live, old, before = run(tokens), run(tokens[:end]), run(tokens[:start])
+    D = run(model.tokenizer.encode(" minivan"), before).wkv - run(model.tokenizer.encode(" hatchback"), before).wkv
     out = get_method("locate").apply(live, model, LOCATED)
     for layer in range(cfg.n_layer):
         # the rest of the transcript carries a change of one layer's state linearly to the present
@@ -242,6 +242,18 @@ def test_locate_writes_the_new_values_difference_decayed_to_the_present(model):
         np.testing.assert_allclose(out.wkv[layer] - live.wkv[layer], moved.wkv[layer] - live.wkv[layer],
                                    rtol=1e-3, atol=1e-4)
     np.testing.assert_array_equal(out.att_shift, live.att_shift)
+
+
+def test_locate_rewrites_a_stacks_later_steps_at_the_same_statement_so_they_add_up(model):
+    # the second step's old value (minivan) is not in the transcript: it rewrites the statement of
+    # a bundled vehicle value (hatchback) again, and the two steps equal one to the last value
+    live = rwkv_jax.model.forward(model.params, model.cfg, np.array(model.tokenizer.encode(TRANSCRIPT), np.int32))[1]
+    second = dataclasses.replace(LOCATED, value_old="minivan", value_new="tractor")
+    method = get_method("locate")
+    twice = method.apply(method.apply(live, model, LOCATED), model, second)
+    once = method.apply(live, model, dataclasses.replace(LOCATED, value_new="tractor"))
+    np.testing.assert_allclose(twice.wkv, once.wkv, rtol=1e-4, atol=1e-4)
+    assert not np.allclose(twice.wkv, method.apply(live, model, LOCATED).wkv, atol=1e-3)
 
 
 def test_locate_by_a_name_the_transcript_lacks_keeps_or_raises(model, recipients):
