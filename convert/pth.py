@@ -197,6 +197,19 @@ class PthSource:
         return to_numpy(self._state[key])
 
 
+def torch_save(obj: object, path: Path) -> Path:
+    """`torch.save` that leaves `path` complete or untouched: written beside it, then renamed."""
+    import torch
+
+    partial = path.with_name(f".{path.name}.partial")
+    try:
+        torch.save(obj, partial)
+        os.replace(partial, path)
+    finally:
+        partial.unlink(missing_ok=True)
+    return path.absolute()
+
+
 def read_pth(
     path: str | os.PathLike,
     *,
@@ -222,17 +235,10 @@ def write_pth(
     `layer0_v=False` leaves out layer 0's unused v0/v1/v2, as some released files do. The file
     appears only once complete.
     """
-    import torch
 
     path = Path(path)
     if path.suffix != ".pth":  # the official loader appends ".pth" to the name it is given
         raise UnsupportedFormatError(f"{path}: an official checkpoint file name ends in .pth")
     planned = plan_tensors(params, naming, dtype=dtype, layer0_v=layer0_v, on_tensor=on_tensor)
     make_dirs(path.parent)
-    state = {p.name: to_torch(p.make()) for p in planned}
-    partial = path.with_name(f".{path.name}.partial")
-    try:
-        torch.save(state, partial)
-        os.replace(partial, path)
-    finally:
-        partial.unlink(missing_ok=True)
+    torch_save({p.name: to_torch(p.make()) for p in planned}, path)

@@ -36,7 +36,7 @@ import numpy as np
 from convert import safetensors
 from convert.assemble import Planned, as_dtype
 from convert.errors import NonFiniteError, StateFileError
-from convert.pth import to_numpy, to_torch, torch_load
+from convert.pth import to_numpy, to_torch, torch_load, torch_save
 from rwkv_jax.config import Config
 from rwkv_jax.state import State
 
@@ -73,7 +73,7 @@ def save_state(
         tensors = []
         for i in range(host["wkv"].shape[0]):
             tensors += [host["att_shift"][i].astype(out_dtype), host["wkv"][i], host["ffn_shift"][i].astype(out_dtype)]
-        return _write_torch([to_torch(np.ascontiguousarray(t)) for t in tensors], path)
+        return torch_save([to_torch(np.ascontiguousarray(t)) for t in tensors], path)
     if format != "peft":
         raise ValueError(f"unknown state file format {format!r}; use 'list' or 'peft'")
     if shifts == "keep" and (host["att_shift"].any() or host["ffn_shift"].any()):
@@ -93,19 +93,7 @@ def save_state(
         return path.absolute()
     if path.suffix != ".pth":
         raise StateFileError(f"{path}: a peft state file name ends in .pth or .safetensors")
-    return _write_torch({k: to_torch(v) for k, v in named.items()}, path)
-
-
-def _write_torch(obj: object, path: Path) -> Path:
-    import torch
-
-    partial = path.with_name(f".{path.name}.partial")
-    try:
-        torch.save(obj, partial)
-        os.replace(partial, path)
-    finally:
-        partial.unlink(missing_ok=True)
-    return path.absolute()
+    return torch_save({k: to_torch(v) for k, v in named.items()}, path)
 
 
 def load_state(path: str | os.PathLike, cfg: Config | None = None) -> State:
