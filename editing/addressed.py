@@ -25,13 +25,13 @@ import numpy as np
 from editing import algebra, writes
 from editing.calibration import TEMPLATES, Template, calibrate_batch
 from editing.keys import KEY_KINDS, KeyKind, other_people, question, read_keys
-from editing.methods import STARTS, CaseEdit, EditMethod, ModelLike, _check_many, register
+from editing.methods import STARTS, CaseEdit, GroupMethod, ModelLike, _check_many, register
 from editing.select import Selection
 from rwkv_jax.state import State
 
 
 @dataclasses.dataclass(frozen=True)
-class ReadAddressed(EditMethod):
+class ReadAddressed(GroupMethod):
     """Shared options of the methods that write along read keys.
 
     keys: "gradient" or "receptance" (see `editing.keys`); k: keys per head; lam: the write's
@@ -83,13 +83,6 @@ class ReadAddressed(EditMethod):
         """`states` with `wkv` `[K, L, H, N, N]` added on the selected layers."""
         zeros = jax.tree.map(jnp.zeros_like, states)
         return algebra.apply(states, zeros.replace(wkv=wkv), select=self.select)
-
-    def apply(self, state: State, model: ModelLike, case: CaseEdit) -> State:
-        if state.batch_shape:
-            raise ValueError(f"{self.name} reads keys from one state, got batch shape "
-                             f"{state.batch_shape}; use apply_many")
-        one = jax.tree.map(lambda x: x[None], state)
-        return jax.tree.map(lambda x: x[0], self.apply_many(one, model, [case]))
 
 
 @functools.partial(jax.jit, static_argnames=("lam",))

@@ -33,7 +33,7 @@ import numpy as np
 from editing import algebra
 from editing.calibration import Encoder, pad_rows
 from editing.keys import bundled_names, bundled_values
-from editing.methods import CaseEdit, EditMethod, ModelLike, _check_many, register
+from editing.methods import CaseEdit, GroupMethod, ModelLike, _check_many, register
 from editing.select import Selection
 from rwkv_jax.config import Config
 from rwkv_jax.model import forward
@@ -117,7 +117,7 @@ def _padded(rows: Sequence[list[int]]) -> tuple[np.ndarray, np.ndarray]:
 
 @register
 @dataclasses.dataclass(frozen=True)
-class LocateEdit(EditMethod):
+class LocateEdit(GroupMethod):
     """Replaces the transcript's write of the old value with the new value's, decayed to now.
 
     missing: what a case whose transcript never mentions the entity (or never states its old
@@ -134,12 +134,6 @@ class LocateEdit(EditMethod):
         if self.missing not in MISSING:
             raise ValueError(f"missing must be one of {MISSING}, got {self.missing!r}")
         object.__setattr__(self, "layers", Selection(layers=self.layers).layers)
-
-    def apply(self, state: State, model: ModelLike, case: CaseEdit) -> State:
-        if state.batch_shape:
-            raise ValueError(f"locate rewrites one state, got batch shape {state.batch_shape}; use apply_many")
-        one = jax.tree.map(lambda x: x[None], state)
-        return jax.tree.map(lambda x: x[0], self.apply_many(one, model, [case]))
 
     def apply_many(self, states: State, model: ModelLike, cases: Sequence[CaseEdit]) -> State:
         _check_many(states, cases)

@@ -124,6 +124,21 @@ class EditMethod(abc.ABC):
         return f"{self.name}({', '.join(changed)})" if changed else self.name
 
 
+class GroupMethod(EditMethod):
+    """A method written for a group of cases (`apply_many`); `apply` is that on a group of one."""
+
+    def apply(self, state: State, model: ModelLike, case: CaseEdit) -> State:
+        if state.batch_shape:
+            raise ValueError(f"{self.name} edits one state with apply, got batch shape "
+                             f"{state.batch_shape}; use apply_many")
+        one = jax.tree.map(lambda x: x[None], state)
+        return jax.tree.map(lambda x: x[0], self.apply_many(one, model, [case]))
+
+    @abc.abstractmethod
+    def apply_many(self, states: State, model: ModelLike, cases: Sequence[CaseEdit]) -> State:
+        """States `[K, ...]`, row i edited by `cases[i]`."""
+
+
 def _short(value: Any) -> str:
     if isinstance(value, tuple) and all(isinstance(v, str) for v in value):
         return "+".join(value)

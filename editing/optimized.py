@@ -26,7 +26,7 @@ import optax
 from editing import algebra
 from editing.calibration import encode_padded, pad_rows
 from editing.keys import other_people, question
-from editing.methods import CaseEdit, EditMethod, ModelLike, _check_many, register
+from editing.methods import CaseEdit, GroupMethod, ModelLike, _check_many, register
 from editing.select import Selection
 from rwkv_jax.config import Config
 from rwkv_jax.model import forward
@@ -72,7 +72,7 @@ def _optimize(params: Params, cfg: Config, tokens, lengths, prompt_lengths, othe
 
 @register
 @dataclasses.dataclass(frozen=True)
-class OptimizedEdit(EditMethod):
+class OptimizedEdit(GroupMethod):
     """Adam on `dS` (see the module docstring). steps: Adam steps (1..50); lr: its learning rate;
     kl: the weight of the other people's drift; others: how many other people; layers: the layers
     whose wkv the edit may change."""
@@ -96,12 +96,6 @@ class OptimizedEdit(EditMethod):
                                  f"got {getattr(self, field)!r}")
             object.__setattr__(self, field, value)
         object.__setattr__(self, "layers", Selection(layers=self.layers).layers)
-
-    def apply(self, state: State, model: ModelLike, case: CaseEdit) -> State:
-        if state.batch_shape:
-            raise ValueError(f"optimized edits one state, got batch shape {state.batch_shape}; use apply_many")
-        one = jax.tree.map(lambda x: x[None], state)
-        return jax.tree.map(lambda x: x[0], self.apply_many(one, model, [case]))
 
     def apply_many(self, states: State, model: ModelLike, cases: Sequence[CaseEdit]) -> State:
         _check_many(states, cases)

@@ -153,7 +153,7 @@ def test_options_are_checked_by_name(model, recipients):
         get_method("addressed", start="middle")
     with pytest.raises(ValueError, match="k must be in 1..64"):
         get_method("addressed", k=65).apply(item(recipients, 0), model, CASE)
-    with pytest.raises(ValueError, match="reads keys from one state"):
+    with pytest.raises(ValueError, match="edits one state with apply"):
         get_method("addressed").apply(recipients, model, CASE)
     assert get_method("addressed", k=2, layers="upper_half").label == "addressed(k=2, layers=upper_half)"
 
