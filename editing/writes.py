@@ -40,9 +40,13 @@ def _null_projector(keys: jax.Array) -> jax.Array:
 
 def _write(state, keys, targets, lam, preserved):
     # state [N, N], keys [N, m], targets [N, m], preserved [N, p] or None -> dS [N, N]
-    address = keys if preserved is None else _null_projector(preserved) @ keys
     scale = jnp.linalg.norm(keys, ord=2)
-    return (targets - state @ keys) @ _ridge_pinv(address, lam, scale)
+    if preserved is None:
+        return (targets - state @ keys) @ _ridge_pinv(keys, lam, scale)
+    null = _null_projector(preserved)
+    # The write already lies in span(null); projecting it once more holds `dS K = 0` to fp32
+    # precision even where the projected keys are ill-conditioned (their SVD's error grows with it).
+    return (targets - state @ keys) @ _ridge_pinv(null @ keys, lam, scale) @ null
 
 
 def _check(state: jax.Array, keys: jax.Array, targets: jax.Array | None,
