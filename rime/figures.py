@@ -164,6 +164,13 @@ def erasing(a: Analysis) -> plt.Figure:
     return fig
 
 
+def _axis_start(rates: Sequence[Rate]) -> float:
+    """Where a rate axis starts: at the lowest measured interval bound, floored to a tenth, so that
+    rates bunched near 100% are told apart (0 when nothing is measured)."""
+    lows = [r.ci[0] for r in rates if _measured(r)]
+    return float(np.floor(10 * min(lows, default=0.0)) / 10)
+
+
 def difficulty(a: Analysis) -> plt.Figure:
     """Figure 2: edit accuracy at ft=0 for every value of every control axis, one panel per edit
     method, with the pooled accuracy as a vertical line."""
@@ -177,14 +184,17 @@ def difficulty(a: Analysis) -> plt.Figure:
         points = [rates[labels[i]] for i in shown]
         y = np.arange(len(labels))
         ax.errorbar(_values(points), shown, xerr=_errors(points), fmt="o", markersize=4, capsize=2)
-        for i in sorted(set(y) - set(shown)):
-            ax.text(0.5, i, NOT_RUN, ha="center", va="center", fontsize="x-small", color="grey")
         pooled = a.edit(m)
         if pooled.n:
             ax.axvline(pooled.value, color="red", linewidth=1)
+        low = _axis_start([*points, pooled])
+        for i in sorted(set(y) - set(shown)):
+            ax.text((low + 1) / 2, i, NOT_RUN, ha="center", va="center", fontsize="x-small", color="grey")
         ax.set_yticks(y, labels, fontsize="small")
-        ax.set_xlim(0, 1)
-        ax.set_xlabel("edit accuracy, ft=0")
+        ax.set_xlim(low, 1.01)
+        ax.xaxis.set_major_formatter(PercentFormatter(1.0, decimals=0))
+        ax.grid(axis="x", alpha=0.3)
+        ax.set_xlabel("edit accuracy, ft=0" + (f" (axis from {low:.0%})" if low else ""))
         ax.set_title(m)
     axes[0][0].invert_yaxis()  # the panels share the axis: invert it once, first axis at the top
     fig.tight_layout()
@@ -203,14 +213,20 @@ def decay(a: Analysis) -> plt.Figure:
         rates = [r for _, r in points]
         ax.errorbar([k + shift for k, _ in points], _values(rates), yerr=_errors(rates),
                     color=f"C{a.filler_methods.index(m)}", linestyle=styles[mode], marker="o", markersize=3,
-                    capsize=2, label=f"{m}, {mode}")
+                    capsize=2)
     ax.set_xticks([0, *sorted({k for _, k in a.settings})])
     ax.set_xlabel("filler turns")
     ax.set_ylabel("edit accuracy")
     ax.set_ylim(0, 1.05)
     ax.set_title("Multi-turn filler decay")
     if lines:
-        ax.legend(fontsize="small", loc="upper left", bbox_to_anchor=(1.01, 1.0))
+        # one entry per method (colour) and per mode (line style): a line each would outgrow the plot
+        handles = [plt.Line2D([], [], color=f"C{i}", marker="o", markersize=3, label=m)
+                   for i, m in enumerate(a.filler_methods)]
+        handles += [plt.Line2D([], [], color="black", linestyle=style, label=f"{mode} filler")
+                    for mode, style in styles.items()]
+        ax.legend(handles=handles, fontsize="small", loc="upper center", bbox_to_anchor=(0.5, -0.15),
+                  ncol=min(len(handles), 4), frameon=False)
     else:
         ax.text(0.5, 0.5, "no filler turns were run", transform=ax.transAxes, ha="center", color="grey")
     fig.tight_layout()

@@ -242,6 +242,29 @@ def test_erasing_figure_shows_answers_by_name_and_probes(analysis):
     plt.close(fig)
 
 
+def test_difficulty_figure_starts_its_axis_below_the_lowest_interval_so_high_rates_separate(analysis):
+    fig = figures.difficulty(analysis)
+    for ax in fig.axes:
+        low, high = ax.get_xlim()
+        xs = [x for x, _ in _points(ax)]
+        bounds = [b for line in ax.collections for seg in line.get_segments() for b in seg[:, 0]]
+        assert xs and min(bounds) >= low and max(xs) <= high <= 1.02
+        assert low == np.floor(10 * min(bounds)) / 10  # not a fixed 0: points near 100% get the width
+    plt.close(fig)
+
+
+def test_decay_legend_names_each_method_and_mode_once_below_the_plot(analysis):
+    fig = figures.decay(analysis)
+    ax = fig.axes[0]
+    legend = ax.get_legend()
+    labels = [t.get_text() for t in legend.get_texts()]
+    assert labels == [*analysis.filler_methods, "neutral filler", "adversarial filler"]
+    fig.canvas.draw()
+    box, plot = legend.get_window_extent(), ax.get_window_extent()
+    assert box.y1 <= plot.y0  # under the axes, over no curve
+    plt.close(fig)
+
+
 def test_report_writes_every_figure_it_links(tmp_path, run_rows):
     (tmp_path / CONFIG).write_text(json.dumps(CONFIG_DICT))
     (tmp_path / ROWS).write_text("".join(json.dumps(r) + "\n" for r in run_rows))
