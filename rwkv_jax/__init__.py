@@ -9,7 +9,7 @@ from rwkv_jax.checkpoint import CheckpointError, Model, save
 from rwkv_jax.checkpoint import load_model as load
 from rwkv_jax.config import Config
 from rwkv_jax.generate import Generation, generate
-from rwkv_jax.model import Trace, forward, forward_trace, prefill, step
+from rwkv_jax.model import Trace, forward, forward_trace, step
 from rwkv_jax.params import abstract_params, cast_params, check_params, init_params
 from rwkv_jax.sampling import GREEDY, Sampling
 from rwkv_jax.state import State
@@ -35,7 +35,6 @@ __all__ = [
     "init_params",
     "load",
     "load_tokenizer",
-    "prefill",
     "save",
     "step",
     "strip_think",
