@@ -331,10 +331,8 @@ class RandomEdit(DeltaEdit):
 
         noise = jax.vmap(noise_of)(hashes)
         want, got = measure.norms(reference), measure.norms(noise)
-        ratio = State(wkv=(want.wkv_heads / got.wkv_heads)[..., None, None],
-                      att_shift=(want.att_shift / got.att_shift)[..., None],
-                      ffn_shift=(want.ffn_shift / got.ffn_shift)[..., None])
-        return jax.tree.map(lambda x, r: x * r, noise, ratio)
+        return State(**{c: getattr(noise, c) * State.per_unit(c, want.unit(c) / got.unit(c))
+                        for c in COMPONENTS})
 
 
 @register

@@ -195,6 +195,19 @@ def test_state_shape_helpers(tiny):
         s.check(other)
 
 
+def test_state_layout_is_read_from_the_state(tiny):
+    cfg, _ = tiny
+    s = State.zeros(cfg, (4,))
+    assert State.components() == ("wkv", "att_shift", "ffn_shift")
+    for c in State.components():
+        leaf = getattr(s, c)
+        assert leaf.shape[State.layer_axis(c)] == cfg.n_layer
+        assert leaf.ndim == 1 + 1 + State.core_rank(c)  # batch, layer, core
+    assert State.unit_axes("wkv") == (-2, -1) and State.unit_axes("att_shift") == (-1,)
+    per_head = jnp.ones((4, cfg.n_layer, cfg.n_head))
+    assert (State.per_unit("wkv", per_head) * s.wkv).shape == s.wkv.shape
+
+
 def test_full_size_forward_shapes_without_allocating():
     cfg = Config.default(32, 4096, 65536)  # the 7.2B G1 shape, F = 4D
     params = abstract_params(cfg, jnp.bfloat16)
