@@ -3,7 +3,7 @@
 An edit method is a frozen dataclass whose fields are its options, with a pure
 `apply(state, model, case) -> state` and its many-case form `apply_many(states, model, cases)`.
 `model` is anything with `params`, `cfg` and `tokenizer` attributes (`rwkv_jax.load(...)`'s
-bundle, or `editing.testing.random_model()`); `case` is a `CaseEdit`, plain strings an evaluator
+bundle, or `rwkv_jax.random_model()`); `case` is a `CaseEdit`, plain strings an evaluator
 reads off a benchmark case. New methods subclass `EditMethod`, set `name` and register themselves
 with `@register`.
 

@@ -15,8 +15,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from rwkv_jax.bundle import Model
 from rwkv_jax.chat import STOP
-from rwkv_jax.checkpoint import Model
 from rwkv_jax.config import Config
 from rwkv_jax.decode import decode_params, decode_step
 from rwkv_jax.model import forward
