@@ -12,8 +12,6 @@ import numpy as np
 
 from rwkv_jax.state import COMPONENTS, State
 
-_LAYER_AXIS = {"wkv": -4, "att_shift": -2, "ffn_shift": -2}
-
 
 class StateMismatchError(ValueError):
     """States or deltas that cannot be combined: different models, batch shapes or dtypes."""
@@ -70,7 +68,7 @@ def _finite_layers(x: State) -> dict[str, jax.Array]:
         by_layer = jnp.moveaxis(leaf, axis, 0)
         return jnp.isfinite(by_layer).reshape(by_layer.shape[0], -1).all(axis=1)
 
-    return {c: per_layer(getattr(x, c), axis) for c, axis in _LAYER_AXIS.items()}
+    return {c: per_layer(getattr(x, c), State.layer_axis(c)) for c in COMPONENTS}
 
 
 def finite(delta: State, name: str = "delta") -> None:

@@ -36,16 +36,18 @@ class Breakdown:
     layers: jax.Array
     total: jax.Array
 
+    def unit(self, component: str) -> jax.Array:
+        """The statistic per unit of a state component: per wkv head, per shift vector."""
+        return self.wkv_heads if State.has_heads(component) else getattr(self, component)
+
 
 def _sums(a: State, b: State) -> Breakdown:
     """Sum of `a * b` within every grain (elementwise, so no reduced-precision matmul on GPUs)."""
-    heads = (a.wkv * b.wkv).sum((-2, -1))  # [B..., L, H]
-    wkv = heads.sum(-1)
-    att = (a.att_shift * b.att_shift).sum(-1)  # [B..., L]
-    ffn = (a.ffn_shift * b.ffn_shift).sum(-1)
-    layers = wkv + att + ffn
-    return Breakdown(wkv_heads=heads, wkv=wkv, att_shift=att, ffn_shift=ffn, layers=layers,
-                     total=layers.sum(-1))
+    # per unit: [B..., L, H] for wkv, [B..., L] for the shifts
+    units = {c: (getattr(a, c) * getattr(b, c)).sum(State.unit_axes(c)) for c in COMPONENTS}
+    per_layer = {c: u.sum(-1) if State.has_heads(c) else u for c, u in units.items()}  # [B..., L]
+    layers = sum(per_layer.values())
+    return Breakdown(wkv_heads=units["wkv"], **per_layer, layers=layers, total=layers.sum(-1))
 
 
 @jax.jit

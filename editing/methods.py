@@ -3,7 +3,7 @@
 An edit method is a frozen dataclass whose fields are its options, with a pure
 `apply(state, model, case) -> state` and its many-case form `apply_many(states, model, cases)`.
 `model` is anything with `params`, `cfg` and `tokenizer` attributes (`rwkv_jax.load(...)`'s
-bundle, or `editing.testing.random_model()`); `case` is a `CaseEdit`, plain strings an evaluator
+bundle, or `rwkv_jax.random_model()`); `case` is a `CaseEdit`, plain strings an evaluator
 reads off a benchmark case. New methods subclass `EditMethod`, set `name` and register themselves
 with `@register`.
 
@@ -331,10 +331,8 @@ class RandomEdit(DeltaEdit):
 
         noise = jax.vmap(noise_of)(hashes)
         want, got = measure.norms(reference), measure.norms(noise)
-        ratio = State(wkv=(want.wkv_heads / got.wkv_heads)[..., None, None],
-                      att_shift=(want.att_shift / got.att_shift)[..., None],
-                      ffn_shift=(want.ffn_shift / got.ffn_shift)[..., None])
-        return jax.tree.map(lambda x, r: x * r, noise, ratio)
+        return State(**{c: getattr(noise, c) * State.per_unit(c, want.unit(c) / got.unit(c))
+                        for c in COMPONENTS})
 
 
 @register

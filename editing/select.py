@@ -137,16 +137,12 @@ class Selection:
 def _masks(sel: Selection, n_layer: int, n_head: int) -> State:
     layers = sel.layer_mask(n_layer)
     heads = _resolve(sel.heads, n_head, "heads")
-    on = {c: c in sel.components for c in COMPONENTS}
-    wkv = (layers[:, None] & heads[None, :] & on["wkv"])[:, :, None, None]
-    masks = State(
-        wkv=wkv,
-        att_shift=(layers & on["att_shift"])[:, None],
-        ffn_shift=(layers & on["ffn_shift"])[:, None],
-    )
-    for m in (masks.wkv, masks.att_shift, masks.ffn_shift):
-        m.setflags(write=False)  # shared by the cache
-    return masks
+    masks = {}
+    for c in COMPONENTS:
+        units = layers[:, None] & heads[None, :] if State.has_heads(c) else layers  # [L, H] or [L]
+        masks[c] = State.per_unit(c, units & (c in sel.components))
+        masks[c].setflags(write=False)  # shared by the cache
+    return State(**masks)
 
 
 ALL = Selection()

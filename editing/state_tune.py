@@ -24,13 +24,14 @@ import numpy as np
 import optax
 
 from editing.select import Selection
-from rwkv_jax.checkpoint import Model
+from rwkv_jax.bundle import Model
+from rwkv_jax.chat import reply_weights
 from rwkv_jax.config import Config
 from rwkv_jax.model import forward
 from rwkv_jax.params import Params
 from rwkv_jax.state import State
 from rwkv_jax.tokenizer import Tokenizer
-from rwkv_jax.train import Run, reply_weights
+from rwkv_jax.train import Run
 
 
 @dataclasses.dataclass(frozen=True)

@@ -32,8 +32,8 @@ from rime.protocol import (
 )
 from rime.schema import Case
 from rime.scoring import score
+from rwkv_jax.bundle import Model
 from rwkv_jax.chat import STOP
-from rwkv_jax.checkpoint import Model
 from rwkv_jax.generate import pad_prompts
 from rwkv_jax.sampling import count_weights
 from rwkv_jax.state import State

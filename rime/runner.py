@@ -23,8 +23,8 @@ from rime.protocol import Spec, row_keys
 from rime.rows import RunFolder
 from rime.schema import Case
 from rime.turns import filler_turns
+from rwkv_jax.bundle import Model
 from rwkv_jax.chat import STOP
-from rwkv_jax.checkpoint import Model
 
 PACKAGE = "rwkv-jax"
 

@@ -4,13 +4,15 @@
     logits, state = rwkv_jax.forward(model.params, model.cfg, tokens, state)
 """
 
+from rwkv_jax.bundle import Model
 from rwkv_jax.chat import chat_prompt, strip_think
-from rwkv_jax.checkpoint import CheckpointError, Model, save
+from rwkv_jax.checkpoint import CheckpointError, save
 from rwkv_jax.checkpoint import load_model as load
 from rwkv_jax.config import Config
 from rwkv_jax.generate import Generation, generate
-from rwkv_jax.model import Trace, forward, forward_trace, prefill, step
+from rwkv_jax.model import Trace, forward, forward_trace, step
 from rwkv_jax.params import abstract_params, cast_params, check_params, init_params
+from rwkv_jax.random_models import random_model
 from rwkv_jax.sampling import GREEDY, Sampling
 from rwkv_jax.state import State
 from rwkv_jax.tokenizer import Tokenizer, load_tokenizer, world_tokenizer
@@ -35,7 +37,7 @@ __all__ = [
     "init_params",
     "load",
     "load_tokenizer",
-    "prefill",
+    "random_model",
     "save",
     "step",
     "strip_think",

@@ -1,4 +1,5 @@
-"""Saving and loading models with orbax. Every orbax call in the project lives here.
+"""Saving and loading models (and training runs' checkpoints) with orbax. Every orbax call in
+the project lives here.
 
 A checkpoint is a directory:
     meta.json   {"format": 1, "config": {...}, "dtype": "float32", "vocab": "<built-in name or file>",
@@ -22,6 +23,7 @@ import os
 import shutil
 from importlib import resources
 from pathlib import Path
+from typing import Any
 
 import jax
 import jax.numpy as jnp
@@ -29,6 +31,7 @@ import numpy as np
 import orbax.checkpoint as ocp
 
 from rwkv_jax.atomic import atomic_directory, read_json_object
+from rwkv_jax.bundle import Model
 from rwkv_jax.config import Config
 from rwkv_jax.params import Params, abstract_params, cast_params, check_params
 from rwkv_jax.tokenizer import BUILT_IN_VOCABS, NO_VOCAB, WORLD_VOCAB, Tokenizer, load_tokenizer, save_vocab
@@ -40,23 +43,6 @@ VOCAB_FILE = "vocab.txt"
 
 class CheckpointError(ValueError):
     """A checkpoint directory that cannot be read as it is: damaged, truncated or hand-edited."""
-
-
-@dataclasses.dataclass(frozen=True)
-class Model:
-    """What a checkpoint holds: params, their config and the tokenizer they were trained with
-    (None for a model converted with vocab `none`: token ids only)."""
-
-    params: Params
-    cfg: Config
-    tokenizer: Tokenizer | None
-
-    def text_tokenizer(self, use: str) -> Tokenizer:
-        """The tokenizer, for `use` (what needs text); a model without one is refused, saying so."""
-        if self.tokenizer is None:
-            raise ValueError(f"{use} needs text, but this model has no tokenizer (vocab {NO_VOCAB!r}: "
-                             "token ids only); pass token ids, or convert it with a vocab")
-        return self.tokenizer
 
 
 def _dtype_name(params: Params) -> str:
@@ -204,6 +190,35 @@ def load(path: str | os.PathLike, *, expect: Config | None = None, verify: bool 
     vocab = meta["vocab"]
     tokenizer = load_tokenizer(vocab if vocab in BUILT_IN_VOCABS else path / vocab)
     return Model(params=params, cfg=cfg, tokenizer=tokenizer)
+
+
+class StepCheckpoints:
+    """A training run's numbered checkpoints of one pytree (params and optimizer state) in
+    `directory`, the latest `keep` of them kept: what resumes a run, not a model to load."""
+
+    def __init__(self, directory: Path, *, keep: int):
+        self._manager = ocp.CheckpointManager(
+            directory, options=ocp.CheckpointManagerOptions(max_to_keep=keep, create=True)
+        )
+
+    def latest_step(self) -> int | None:
+        return self._manager.latest_step()
+
+    def steps(self) -> list[int]:
+        return sorted(self._manager.all_steps())
+
+    def restore(self, step: int, like: Any) -> Any:
+        """The tree saved at `step`, restored with the shapes and dtypes of `like`."""
+        abstract = jax.tree.map(ocp.utils.to_shape_dtype_struct, like)
+        return self._manager.restore(step, args=ocp.args.StandardRestore(abstract))
+
+    def save(self, step: int, tree: Any) -> None:
+        self._manager.save(step, args=ocp.args.StandardSave(tree))
+
+    def close(self) -> None:
+        """Waits for pending writes, then releases the manager."""
+        self._manager.wait_until_finished()
+        self._manager.close()
 
 
 def bundled_models() -> list[str]:

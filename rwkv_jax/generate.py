@@ -15,10 +15,11 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from rwkv_jax.bundle import Model
 from rwkv_jax.chat import STOP
-from rwkv_jax.checkpoint import Model
 from rwkv_jax.config import Config
-from rwkv_jax.model import decode_params, forward, join_state, split_state, step
+from rwkv_jax.decode import decode_params, decode_step
+from rwkv_jax.model import forward
 from rwkv_jax.params import Params
 from rwkv_jax.sampling import (
     GREEDY,
@@ -29,7 +30,7 @@ from rwkv_jax.sampling import (
     count_weights,
     remember,
 )
-from rwkv_jax.state import State
+from rwkv_jax.state import State, join_state, split_state
 from rwkv_jax.stops import cut_at_stop, stop_tables
 from rwkv_jax.tokenizer import Tokenizer
 
@@ -94,7 +95,7 @@ def decode_tokens(
     B = logits.shape[0]
     n_stops = stop_table.shape[0]
     layout = decode_params(params, cfg)
-    advance = jax.vmap(lambda t, s: step(layout, cfg, t, s, unroll_layers=True))
+    advance = jax.vmap(lambda t, s: decode_step(layout, cfg, t, s))
     state = split_state(state)
 
     def cond(carry):

@@ -1,12 +1,14 @@
 """The RWKV-7 (x070) forward pass as pure functions over the params pytree and a `State`.
 
-Written for one sequence (`tokens [T]`); batch with `jax.vmap`. Layers are stacked and scanned.
+Written for one sequence (`tokens [T]`); batch with `jax.vmap`. Layers are stacked and scanned;
+`rwkv_jax.decode` runs the same `block` per layer, on params and a state laid out for a decode loop.
 Activations run in the params dtype; the wkv recurrence, the decay and the state are float32.
 """
 
 from __future__ import annotations
 
 import functools
+from collections.abc import Callable
 from typing import Any, Literal
 
 import flax.struct
@@ -17,7 +19,8 @@ from jax import lax
 from rwkv_jax.config import Config
 from rwkv_jax.params import Params
 from rwkv_jax.state import State
-from rwkv_jax.wkv import Impl, wkv, wkv_scan
+from rwkv_jax.wkv import Impl, wkv_states
+from rwkv_jax.wkv import wkv as wkv_recurrence
 
 DECAY_SCALE = 0.606531  # e^-0.5, as in the official kernels: log w = -e^-0.5 * sigmoid(.)
 LN_EPS = 1e-5
@@ -59,15 +62,34 @@ class Trace:
     states: State
 
 
-def time_mix(p: Params, cfg: Config, x, shift, wkv_state, v_first, is_first, valid, *,
-             impl: Impl, chunk_size: int, emit_states: bool = False):
-    """One attention-replacement block. x `[T, D]` is the ln1 output; returns
-    (out `[T, D]`, wkv_state, v_first, and per-token wkv states when `emit_states`)."""
+# (r, log_w, k, v, neg_kk, kk_a, state) -> (y [T, H, N], what the recurrence keeps of the state):
+# `wkv` (the final state) or `wkv_states` (the state after every token).
+Recurrence = Callable[..., tuple[jax.Array, jax.Array]]
+
+
+def time_mix(
+    p: Params,
+    cfg: Config,
+    x: jax.Array,
+    shift: jax.Array,
+    wkv_state: jax.Array,
+    v_first: jax.Array,
+    *,
+    is_first: bool | jax.Array,
+    valid: jax.Array | None,
+    recurrence: Recurrence,
+) -> tuple[jax.Array, jax.Array, jax.Array]:
+    """The attention-replacement block: token shift, the wkv recurrence, a per-head GroupNorm.
+
+    x `[T, D]` is the ln1 output, shift `[D]` the previous token's, wkv_state `[H, N, N]`,
+    v_first `[T, D]` layer 0's values (written there: `is_first`), valid `[T]` or None (all).
+    Returns (out `[T, D]`, what `recurrence` keeps of the wkv state, v_first).
+    """
     T, H, N = x.shape[0], cfg.n_head, cfg.head_size
     xx = _shifted(x, shift) - x
     xr, xw, xk, xv, xa, xg = (x + xx * p[n] for n in ("x_r", "x_w", "x_k", "x_v", "x_a", "x_g"))
 
-    # [T, D] each
+    # [T, D] each; a is the in-context learning rate
     r = xr @ p["receptance"]
     w = jnp.tanh(xw @ p["w1"]) @ p["w2"]
     k = xk @ p["key"]
@@ -84,17 +106,11 @@ def time_mix(p: Params, cfg: Config, x, shift, wkv_state, v_first, is_first, val
 
     heads = lambda z: z.reshape(T, H, N).astype(F32)
     r_h, k_h, v_h, a_h = heads(r), heads(k), heads(v), heads(a)
-    log_w, b = heads(log_w), kk.astype(F32) * a_h
+    log_w, kk_a = heads(log_w), kk.astype(F32) * a_h
     if valid is not None:  # tokens past the length leave the state untouched
         keep = valid[:, None, None]
-        log_w, k_h, b = jnp.where(keep, log_w, 0.0), jnp.where(keep, k_h, 0.0), jnp.where(keep, b, 0.0)
-    if emit_states:
-        y, wkv_state, states = wkv_scan(r_h, log_w, k_h, v_h, -kk.astype(F32), b, wkv_state,
-                                        emit_states=True)
-    else:
-        y, wkv_state = wkv(r_h, log_w, k_h, v_h, -kk.astype(F32), b, wkv_state, impl=impl,
-                           chunk_size=chunk_size)
-        states = None
+        log_w, k_h, kk_a = jnp.where(keep, log_w, 0.0), jnp.where(keep, k_h, 0.0), jnp.where(keep, kk_a, 0.0)
+    y, wkv_out = recurrence(r_h, log_w, k_h, v_h, -kk.astype(F32), kk_a, wkv_state)
 
     # GroupNorm with one group per head, then the per-head "bonus" (r . k * r_k) v.
     mean = y.mean(-1, keepdims=True)
@@ -104,7 +120,7 @@ def time_mix(p: Params, cfg: Config, x, shift, wkv_state, v_first, is_first, val
     y = y.astype(x.dtype)
     bonus = (r_h * k_h * p["r_k"].astype(F32)).sum(-1, keepdims=True) * v_h
     y = y + bonus.reshape(T, H * N).astype(x.dtype)
-    return (y * g) @ p["output"], wkv_state, v_first, states
+    return (y * g) @ p["output"], wkv_out, v_first
 
 
 def channel_mix(p: Params, x: jax.Array, shift: jax.Array) -> jax.Array:
@@ -113,108 +129,73 @@ def channel_mix(p: Params, x: jax.Array, shift: jax.Array) -> jax.Array:
     return jnp.square(jax.nn.relu(k @ p["key"])) @ p["value"]
 
 
-def split_layers(blocks: Params, n_layer: int) -> tuple[Params, ...]:
-    """Stacked `blocks` `{name: [L, ...]}` as a tuple of per-layer dicts; `step(..., unroll_layers=True)`
-    accepts params whose `blocks` are split this way (split once, outside a decode loop)."""
-    return tuple(jax.tree.map(lambda a: a[i], blocks) for i in range(n_layer))
+@flax.struct.dataclass
+class BlockOut:
+    """What one block leaves: the residual stream `[T, D]`, layer 0's values `[T, D]`, the layer's
+    new `State` (no layer axis; its wkv as the recurrence keeps it) and the ln1 and ln2 outputs
+    `[T, D]` (the token-shift state after every token)."""
+
+    x: jax.Array
+    v_first: jax.Array
+    state: State
+    ln1: jax.Array
+    ln2: jax.Array
 
 
-def decode_params(params: Params, cfg: Config) -> Params:
-    """The params as a decode loop wants them, made once before it: `blocks` split per layer (see
-    `split_layers`) and the head stored `[V, D]` as `head_vd`; XLA's CPU dot multiplies `[B, D]`
-    by that matrix's transpose 2-3x faster than by a `[D, V]` one at V = 65536. `step(...,
-    unroll_layers=True)` takes them."""
-    rest = {k: v for k, v in params.items() if k != "head"}
-    # the barrier keeps the transposed copy from being folded back into the dot
-    head_vd = lax.optimization_barrier(params["head"].T)
-    return {**rest, "blocks": split_layers(params["blocks"], cfg.n_layer), "head_vd": head_vd}
+def block(p: Params, cfg: Config, x: jax.Array, v_first: jax.Array, layer: State, *,
+          is_first: bool | jax.Array, valid: jax.Array | None, length: jax.Array | None,
+          recurrence: Recurrence) -> BlockOut:
+    """One layer: x `[T, D]` and its `State` (no layer axis) in, `BlockOut` out."""
+    h = layer_norm(x, p["ln1"])
+    dx, wkv_out, v_first = time_mix(p["att"], cfg, h, layer.att_shift, layer.wkv, v_first,
+                                    is_first=is_first, valid=valid, recurrence=recurrence)
+    x_mid = x + dx
+    f = layer_norm(x_mid, p["ln2"])
+    new = State(wkv=wkv_out, att_shift=_last(h, layer.att_shift, length),
+                ffn_shift=_last(f, layer.ffn_shift, length))
+    return BlockOut(x=x_mid + channel_mix(p["ffn"], f, layer.ffn_shift), v_first=v_first, state=new,
+                    ln1=h, ln2=f)
 
 
-# Per-layer core rank of each state field: wkv [H, N, N], shifts [D]; the layer axis sits just before.
-_CORE_RANK = State(wkv=3, att_shift=1, ffn_shift=1)
+def embed(emb: jax.Array, ln0: Params, tokens: jax.Array) -> jax.Array:
+    """tokens `[T]` -> the normalised embeddings `[T, D]` entering block 0 (emb `[V, D]`)."""
+    return layer_norm(emb[tokens], ln0)
 
 
-def split_state(state: State) -> State:
-    """The state with every field a tuple of per-layer arrays (any batch axes kept). `step(...,
-    unroll_layers=True)` takes and returns states split this way: a decode loop carrying one never
-    slices or restacks the whole state per token (75 MB at batch 32 of a 0.1B model)."""
-    return jax.tree.map(lambda x, core: tuple(jnp.moveaxis(x, x.ndim - core - 1, 0)), state, _CORE_RANK)
-
-
-def join_state(state: State) -> State:
-    """The inverse of `split_state`."""
-    # _CORE_RANK leads, so each int leaf meets the tuple of per-layer arrays at its place
-    return jax.tree.map(lambda core, layers: jnp.stack(layers, axis=layers[0].ndim - core), _CORE_RANK, state)
-
-
-def _run(params: Params, cfg: Config, tokens: jax.Array, state: State, *, impl: Impl,
-         chunk_size: int, length: jax.Array | None, trace: bool, unroll: bool = False):
-    """Shared body of `forward` and `forward_trace`: final hidden `[T, D]`, State, extras."""
-    x = layer_norm(params["emb"][tokens], params["ln0"])
+def _layers(params: Params, cfg: Config, tokens: jax.Array, state: State, *, length: jax.Array | None,
+            recurrence: Recurrence) -> tuple[jax.Array, BlockOut]:
+    """Every block over stacked params and a stacked state, scanned over layers. Returns the
+    final hidden `[T, D]` and the blocks' outputs stacked `[L, ...]` (their `x` is each block's
+    input)."""
+    x = embed(params["emb"], params["ln0"], tokens)
     valid = None if length is None else jnp.arange(tokens.shape[0]) < length
 
-    def block(carry, layer):
+    def body(carry, layer):
         x, v_first = carry
-        p, wkv_s, att_s, ffn_s, index = layer
-        h = layer_norm(x, p["ln1"])
-        dx, wkv_s, v_first, states = time_mix(
-            p["att"], cfg, h, att_s, wkv_s, v_first, index == 0, valid,
-            impl=impl, chunk_size=chunk_size, emit_states=trace,
-        )
-        new_att = _last(h, att_s, length)
-        x_mid = x + dx
-        f = layer_norm(x_mid, p["ln2"])
-        x_out = x_mid + channel_mix(p["ffn"], f, ffn_s)
-        new_state = (wkv_s, new_att, _last(f, ffn_s, length))
-        extras = (x, states, h.astype(F32), f.astype(F32)) if trace else None
-        return (x_out, v_first), (new_state, extras)
+        p, layer_state, index = layer
+        out = block(p, cfg, x, v_first, layer_state, is_first=index == 0, valid=valid, length=length,
+                    recurrence=recurrence)
+        return (out.x, out.v_first), out.replace(x=x, v_first=None)
 
-    carry = (x, jnp.zeros_like(x))
-    if unroll:
-        # A Python loop over layers: with `split_layers` params nothing is sliced per call, which
-        # inside a decode loop saves copying every layer's weights on every step.
-        blocks = params["blocks"]
-        if not isinstance(blocks, tuple):
-            blocks = split_layers(blocks, cfg.n_layer)
-        split = isinstance(state.wkv, tuple)
-        layers = state if split else split_state(state)
-        states, outs = [], []
-        for i in range(cfg.n_layer):
-            carry, (new, out) = block(carry, (blocks[i], layers.wkv[i], layers.att_shift[i],
-                                               layers.ffn_shift[i], i))
-            states.append(new)
-            outs.append(out)
-        x, extras = carry[0], jax.tree.map(lambda *a: jnp.stack(a), *outs)
-        new_state = State(*map(tuple, zip(*states, strict=True)))
-        return x, new_state if split else join_state(new_state), extras
-    else:
-        layers = (params["blocks"], state.wkv, state.att_shift, state.ffn_shift, jnp.arange(cfg.n_layer))
-        (x, _), ((wkv_s, att_s, ffn_s), extras) = lax.scan(block, carry, layers)
-    return x, State(wkv=wkv_s, att_shift=att_s, ffn_shift=ffn_s), extras
+    (x, _), outs = lax.scan(body, (x, jnp.zeros_like(x)), (params["blocks"], state, jnp.arange(cfg.n_layer)))
+    return x, outs
 
 
-def _check_state(state: State, cfg: Config) -> None:
+def check_state(state: State, cfg: Config) -> None:
     """Refuses a state of another model (or a batch of states: `jax.vmap` over them) with a message
     naming the shapes, instead of a shape error deep inside `lax.scan`. Runs while tracing, on static
-    shapes: nothing of it is in the compiled code. Takes `split_state` states too."""
+    shapes: nothing of it is in the compiled code."""
     if not isinstance(state, State):
         raise TypeError(f"state must be an rwkv_jax.State, got {type(state).__name__}")
-    if isinstance(state.wkv, tuple):
-        if not all(isinstance(f, tuple) and len(f) == cfg.n_layer for f in (state.wkv, state.att_shift,
-                                                                            state.ffn_shift)):
-            raise ValueError(f"a split state must hold {cfg.n_layer} per-layer arrays in every field")
-        state = jax.eval_shape(join_state, state)
     state.check(cfg)
     if state.batch_shape:
-        raise ValueError(f"state has batch axes {state.batch_shape}; forward, prefill and step read one "
-                         "sequence: jax.vmap them over a batch of states")
+        raise ValueError(f"state has batch axes {state.batch_shape}; forward, step and the decode step "
+                         "read one sequence: jax.vmap them over a batch of states")
 
 
 def _head(params: Params, x: jax.Array) -> jax.Array:
-    h = layer_norm(x, params["ln_out"])
-    if "head_vd" in params:  # the `decode_params` layout
-        return lax.dot_general(h, params["head_vd"], (((h.ndim - 1,), (1,)), ((), ()))).astype(F32)
-    return (h @ params["head"]).astype(F32)
+    # x [..., D] -> logits [..., V] float32
+    return (layer_norm(x, params["ln_out"]) @ params["head"]).astype(F32)
 
 
 @functools.partial(jax.jit, static_argnames=("cfg", "wkv", "logits", "chunk_size"))
@@ -231,40 +212,29 @@ def forward(
 ) -> tuple[jax.Array, State]:
     """Reads `tokens [T]` from `state` (zeros if None); returns logits and the new state.
 
-    logits: `[T, V]` float32, or `[V]` for the last valid token with `logits="last"`.
+    logits: `[T, V]` float32, or `[V]` for the last valid token with `logits="last"` (what
+    generation starts from).
     length: tokens at positions >= length leave the state untouched (right-padded batches).
     wkv: "chunked" (default, fast prefill and training) or "scan" (per token).
     """
     if state is None:
         state = State.zeros(cfg)
-    _check_state(state, cfg)
-    x, state, _ = _run(params, cfg, tokens, state, impl=wkv, chunk_size=chunk_size, length=length,
-                       trace=False)
+    check_state(state, cfg)
+    if logits not in ("all", "last"):
+        raise ValueError(f"logits must be 'all' or 'last', got {logits!r}")
+    recurrence = functools.partial(wkv_recurrence, impl=wkv, chunk_size=chunk_size)
+    x, outs = _layers(params, cfg, tokens, state, length=length, recurrence=recurrence)
     if logits == "last":
         x = x[-1] if length is None else x[jnp.maximum(length - 1, 0)]
-    elif logits != "all":
-        raise ValueError(f"logits must be 'all' or 'last', got {logits!r}")
-    return _head(params, x), state
+    return _head(params, x), outs.state
 
 
-def prefill(params: Params, cfg: Config, tokens: jax.Array, state: State | None = None,
-            length: jax.Array | int | None = None) -> tuple[jax.Array, State]:
-    """Reads a prompt and returns the last token's logits `[V]`: what generation starts from."""
-    return forward(params, cfg, tokens, state, logits="last", length=length)
-
-
-@functools.partial(jax.jit, static_argnames=("cfg", "unroll_layers"))
-def step(params: Params, cfg: Config, token: jax.Array, state: State, *,
-         unroll_layers: bool = False) -> tuple[jax.Array, State]:
-    """One decoding step: token `[]` int -> logits `[V]`, new state.
-
-    `unroll_layers` pays off only inside a jitted decode loop, with `decode_params` made once before
-    it; it also takes (and then returns) a `split_state` state.
-    """
-    _check_state(state, cfg)
-    x, state, _ = _run(params, cfg, jnp.reshape(token, (1,)), state, impl="scan", chunk_size=1,
-                       length=None, trace=False, unroll=unroll_layers)
-    return _head(params, x[0]), state
+@functools.partial(jax.jit, static_argnames=("cfg",))
+def step(params: Params, cfg: Config, token: jax.Array, state: State) -> tuple[jax.Array, State]:
+    """One decoding step: token `[]` int -> logits `[V]`, new state. A jitted decode loop runs
+    `rwkv_jax.decode.decode_step` instead, on params and a state laid out for it."""
+    logits, state = forward(params, cfg, jnp.reshape(token, (1,)), state, wkv="scan")
+    return logits[0], state
 
 
 @functools.partial(jax.jit, static_argnames=("cfg",))
@@ -273,17 +243,13 @@ def forward_trace(params: Params, cfg: Config, tokens: jax.Array,
     """`forward` (per-token scan) that also returns every layer's input and every token's state."""
     if state is None:
         state = State.zeros(cfg)
-    _check_state(state, cfg)
-    x, final, (hidden, wkv_states, att, ffn) = _run(
-        params, cfg, tokens, state, impl="scan", chunk_size=1, length=None, trace=True
-    )
-    hidden = jnp.concatenate([hidden, x[None]], axis=0).astype(F32)
-    # scan stacks per layer: [L, T, ...] -> per token: [T, L, ...]
-    states = State(
-        wkv=jnp.moveaxis(wkv_states, 0, 1),
-        att_shift=jnp.moveaxis(att, 0, 1),
-        ffn_shift=jnp.moveaxis(ffn, 0, 1),
-    )
+    check_state(state, cfg)
+    x, outs = _layers(params, cfg, tokens, state, length=None, recurrence=wkv_states)
+    hidden = jnp.concatenate([outs.x, x[None]], axis=0).astype(F32)
+    # per layer [L, T, ...] -> per token [T, L, ...]
+    states = State(wkv=outs.state.wkv, att_shift=outs.ln1.astype(F32), ffn_shift=outs.ln2.astype(F32))
+    states = jax.tree.map(lambda a: jnp.moveaxis(a, 0, 1), states)
+    final = outs.state.replace(wkv=outs.state.wkv[:, -1])
     return _head(params, x), final, Trace(hidden=hidden, states=states)
 
 

@@ -16,7 +16,7 @@ from __future__ import annotations
 import jax
 from flax import nnx
 
-from rwkv_jax.checkpoint import Model
+from rwkv_jax.bundle import Model
 from rwkv_jax.config import Config
 from rwkv_jax.model import forward
 from rwkv_jax.params import Params, check_params

@@ -73,22 +73,25 @@ def abstract_params(cfg: Config, dtype: jnp.dtype = jnp.float32) -> Params:
     )
 
 
-def check_params(params: Params, cfg: Config) -> None:
-    """Raises a ValueError naming every missing, unexpected or mis-shaped leaf."""
-    expected = {
-        jax.tree_util.keystr(p): s
-        for p, s in jax.tree_util.tree_flatten_with_path(param_shapes(cfg), is_leaf=_is_shape)[0]
-    }
-    got = {jax.tree_util.keystr(p): tuple(np.shape(x)) for p, x in jax.tree_util.tree_flatten_with_path(params)[0]}
-    problems = [f"missing {k}" for k in sorted(expected.keys() - got.keys())]
-    problems += [f"unexpected {k}" for k in sorted(got.keys() - expected.keys())]
+def check_shapes(tree: Any, expected: Any, what: str) -> None:
+    """Raises a ValueError naming every missing, unexpected or mis-shaped leaf of `tree` against
+    `expected` (a tree of the same structure whose leaves have the wanted shapes)."""
+    want = {jax.tree_util.keystr(p): tuple(np.shape(x)) for p, x in jax.tree_util.tree_flatten_with_path(expected)[0]}
+    got = {jax.tree_util.keystr(p): tuple(np.shape(x)) for p, x in jax.tree_util.tree_flatten_with_path(tree)[0]}
+    problems = [f"missing {k}" for k in sorted(want.keys() - got.keys())]
+    problems += [f"unexpected {k}" for k in sorted(got.keys() - want.keys())]
     problems += [
-        f"{k} has shape {got[k]}, expected {expected[k]}"
-        for k in sorted(expected.keys() & got.keys())
-        if got[k] != expected[k]
+        f"{k} has shape {got[k]}, expected {want[k]}"
+        for k in sorted(want.keys() & got.keys())
+        if got[k] != want[k]
     ]
     if problems:
-        raise ValueError("params do not match the config:\n  " + "\n  ".join(problems))
+        raise ValueError(f"{what} do not match the config:\n  " + "\n  ".join(problems))
+
+
+def check_params(params: Params, cfg: Config) -> None:
+    """Raises a ValueError naming every missing, unexpected or mis-shaped leaf."""
+    check_shapes(params, abstract_params(cfg), "params")
 
 
 def _orthogonal(key: jax.Array, shape: tuple[int, int], gain: float) -> jax.Array:

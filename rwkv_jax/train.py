@@ -17,17 +17,15 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
-import orbax.checkpoint as ocp
 
-from rwkv_jax.chat import STOP
-from rwkv_jax.checkpoint import Model
+from rwkv_jax.bundle import Model
+from rwkv_jax.chat import reply_weights
+from rwkv_jax.checkpoint import StepCheckpoints
 from rwkv_jax.config import Config
 from rwkv_jax.generate import generate
 from rwkv_jax.model import forward
 from rwkv_jax.params import Params, init_params
 from rwkv_jax.tokenizer import Tokenizer
-
-ASSISTANT = "Assistant:"
 
 
 class Corpus(Protocol):
@@ -73,23 +71,6 @@ def optimizer(tc: TrainConfig) -> optax.GradientTransformation:
         optax.clip_by_global_norm(tc.clip),
         optax.adamw(schedule, b1=0.9, b2=0.99, weight_decay=tc.weight_decay, mask=decay_mask),
     )
-
-
-def reply_weights(tokenizer: Tokenizer, text: str, context_weight: float) -> tuple[list[int], list[float]]:
-    """Token ids of `text` and a loss weight per token: 1 inside assistant replies."""
-    ids = tokenizer.encode(text)
-    data = text.encode("utf-8")
-    inside = np.zeros(len(data) + 1, bool)
-    start = data.find(ASSISTANT.encode())
-    while start >= 0:
-        begin = start + len(ASSISTANT)
-        end = data.find(STOP.encode(), begin)
-        end = len(data) if end < 0 else end + len(STOP)
-        inside[begin:end] = True
-        start = data.find(ASSISTANT.encode(), end)
-    offsets = np.cumsum([0] + [len(tokenizer.id_to_bytes[i]) for i in ids[:-1]])
-    weights = np.where(inside[offsets], 1.0, context_weight) if ids else np.zeros(0)
-    return ids, weights.tolist()
 
 
 def make_batch(corpus: Corpus, tokenizer: Tokenizer, tc: TrainConfig, step: int) -> tuple[np.ndarray, np.ndarray]:
@@ -155,10 +136,7 @@ class Run:
 
     def __post_init__(self):
         self.directory = Path(self.directory).absolute()
-        self.manager = ocp.CheckpointManager(
-            self.directory / "checkpoints",
-            options=ocp.CheckpointManagerOptions(max_to_keep=2, create=True),
-        )
+        self.checkpoints = StepCheckpoints(self.directory / "checkpoints", keep=2)
 
     def record(self, tokenizer_ref: str) -> None:
         """Writes the run's configs, or refuses to resume a run made with other settings."""
@@ -175,23 +153,20 @@ class Run:
     def restore(self, params: Params, opt_state: Any, step: int | None = None) -> tuple[int, Params, Any]:
         """The latest checkpoint, or the one of `step`."""
         if step is None:
-            step = self.manager.latest_step()
+            step = self.checkpoints.latest_step()
             if step is None:
                 return 0, params, opt_state
-        elif step not in self.manager.all_steps():
+        elif step not in self.checkpoints.steps():
             raise FileNotFoundError(f"{self.directory} keeps no checkpoint of step {step}; it keeps "
-                                    f"{sorted(self.manager.all_steps())}")
-        target = {"params": params, "opt_state": opt_state}
-        abstract = jax.tree.map(ocp.utils.to_shape_dtype_struct, target)
-        restored = self.manager.restore(step, args=ocp.args.StandardRestore(abstract))
+                                    f"{self.checkpoints.steps()}")
+        restored = self.checkpoints.restore(step, {"params": params, "opt_state": opt_state})
         return step, restored["params"], restored["opt_state"]
 
     def save(self, step: int, params: Params, opt_state: Any) -> None:
-        self.manager.save(step, args=ocp.args.StandardSave({"params": params, "opt_state": opt_state}))
+        self.checkpoints.save(step, {"params": params, "opt_state": opt_state})
 
     def close(self) -> None:
-        self.manager.wait_until_finished()
-        self.manager.close()
+        self.checkpoints.close()
 
 
 def final_params(directory: str | Path, cfg: Config, tc: TrainConfig, step: int | None = None) -> Params:

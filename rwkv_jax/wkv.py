@@ -1,13 +1,14 @@
 """The RWKV-7 wkv recurrence, per head, in the official [value, key] state layout.
 
-    S_t = S_{t-1} diag(w_t) + (S_{t-1} a_t) b_t^T + v_t k_t^T,      y_t = S_t r_t
+    S_t = S_{t-1} diag(w_t) + (S_{t-1} neg_kk_t) kk_a_t^T + v_t k_t^T,      y_t = S_t r_t
 
-with a = -kk and b = kk * a (the "generalized delta rule"). Two implementations give the same
+with neg_kk = -kk (minus the unit removal key) and kk_a = kk * a (that key scaled by the
+in-context learning rate a): the "generalized delta rule". Two implementations give the same
 numbers (to float32 rounding): `wkv_scan` steps token by token (decoding, research traces) and
 `wkv_chunked` does the work inside a chunk of C tokens as matrix products and only steps across
 chunks (prefill and training, where a per-token scan leaves the matrix units idle).
 
-All inputs are float32 and time-major: r, log_w, k, v, a, b `[T, H, N]`; state `[H, N, N]`.
+All inputs are float32 and time-major: r, log_w, k, v, neg_kk, kk_a `[T, H, N]`; state `[H, N, N]`.
 `log_w` is the log of the per-channel decay, in (-0.61, 0].
 """
 
@@ -22,27 +23,35 @@ from jax import lax
 Impl = Literal["scan", "chunked"]
 
 
-def _step(state: jax.Array, r, w, k, v, a, b) -> tuple[jax.Array, jax.Array]:
+def _step(state: jax.Array, r, w, k, v, neg_kk, kk_a) -> tuple[jax.Array, jax.Array]:
     # state [H, Nv, Nk]; vectors [H, N]
-    sa = jnp.einsum("hvk,hk->hv", state, a)
-    state = state * w[:, None, :] + sa[:, :, None] * b[:, None, :] + v[:, :, None] * k[:, None, :]
+    removed = jnp.einsum("hvk,hk->hv", state, neg_kk)
+    state = state * w[:, None, :] + removed[:, :, None] * kk_a[:, None, :] + v[:, :, None] * k[:, None, :]
     return state, jnp.einsum("hvk,hk->hv", state, r)
 
 
-def wkv_scan(r, log_w, k, v, a, b, state, *, emit_states: bool = False):
-    """Token-by-token recurrence. Returns y `[T, H, N]`, the final state and, with
-    `emit_states`, the state after every token `[T, H, N, N]`."""
+def wkv_scan(r, log_w, k, v, neg_kk, kk_a, state) -> tuple[jax.Array, jax.Array]:
+    """Token-by-token recurrence. Returns y `[T, H, N]` and the final state `[H, N, N]`."""
 
     def body(s, inputs):
-        r_t, lw_t, k_t, v_t, a_t, b_t = inputs
-        s, y = _step(s, r_t, jnp.exp(lw_t), k_t, v_t, a_t, b_t)
-        return s, (y, s) if emit_states else y
+        r_t, lw_t, k_t, v_t, neg_kk_t, kk_a_t = inputs
+        return _step(s, r_t, jnp.exp(lw_t), k_t, v_t, neg_kk_t, kk_a_t)
 
-    state, out = lax.scan(body, state, (r, log_w, k, v, a, b))
-    if emit_states:
-        y, states = out
-        return y, state, states
-    return out, state
+    state, y = lax.scan(body, state, (r, log_w, k, v, neg_kk, kk_a))
+    return y, state
+
+
+def wkv_states(r, log_w, k, v, neg_kk, kk_a, state) -> tuple[jax.Array, jax.Array]:
+    """`wkv_scan` for research traces. Returns y `[T, H, N]` and the state after every token
+    `[T, H, N, N]` (the last one is the final state)."""
+
+    def body(s, inputs):
+        r_t, lw_t, k_t, v_t, neg_kk_t, kk_a_t = inputs
+        s, y = _step(s, r_t, jnp.exp(lw_t), k_t, v_t, neg_kk_t, kk_a_t)
+        return s, (y, s)
+
+    _, (y, states) = lax.scan(body, state, (r, log_w, k, v, neg_kk, kk_a))
+    return y, states
 
 
 def _pad_time(x: jax.Array, n: int) -> jax.Array:
@@ -63,12 +72,13 @@ def _unit_lower_solve(a: jax.Array, rhs: jax.Array) -> jax.Array:
     return out
 
 
-def wkv_chunked(r, log_w, k, v, a, b, state, *, chunk_size: int = 32):
+def wkv_chunked(r, log_w, k, v, neg_kk, kk_a, state, *, chunk_size: int = 32):
     """Chunkwise-parallel recurrence (WY form). Returns y `[T, H, N]` and the final state.
 
-    Within a chunk, with D_t the cumulative decay from the chunk start to token t and
-    u_t = S_{t-1} a_t the delta-rule read, every u_t and y_t is linear in the chunk-start state S0:
-        U = P S0^T + Q,  P = (I - A_ab)^-1 (a * D_{t-1}),  Q = (I - A_ab)^-1 A_ak V
+    Below, z = neg_kk and b = kk_a. Within a chunk, with D_t the cumulative decay from the chunk
+    start to token t and u_t = S_{t-1} z_t the delta-rule read, every u_t and y_t is linear in
+    the chunk-start state S0:
+        U = P S0^T + Q,  P = (I - A_zb)^-1 (z * D_{t-1}),  Q = (I - A_zb)^-1 A_zk V
         Y = (r * D_t) S0^T + A_rb U + A_rk V
         S_end = S0 diag(D_C) + U^T (b * D_C / D) + V^T (k * D_C / D)
     where A_xy[t, s] = sum_j x_t[j] y_s[j] D_t[j] / D_s[j] over s < t (or s <= t for r).
@@ -77,22 +87,23 @@ def wkv_chunked(r, log_w, k, v, a, b, state, *, chunk_size: int = 32):
     """
     if not 1 <= chunk_size <= 64:
         raise ValueError(f"chunk_size must be in [1, 64] for float32 decays, got {chunk_size}")
+    z, b = neg_kk, kk_a
     T, H, N = r.shape
     C = chunk_size
     pad = -T % C
     # Padded tokens are identity updates: log_w = 0, k = b = 0.
-    r, log_w, k, v, a, b = (_pad_time(x, pad) for x in (r, log_w, k, v, a, b))
+    r, log_w, k, v, z, b = (_pad_time(x, pad) for x in (r, log_w, k, v, z, b))
     n_chunks = (T + pad) // C
 
     def chunks(x):  # [T, H, N] -> [n, H, C, N]
         return x.reshape(n_chunks, C, H, N).transpose(0, 2, 1, 3)
 
-    r, log_w, k, v, a, b = (chunks(x) for x in (r, log_w, k, v, a, b))
+    r, log_w, k, v, z, b = (chunks(x) for x in (r, log_w, k, v, z, b))
     g_inc = jnp.cumsum(log_w, axis=2)  # log D_t
     g_exc = g_inc - log_w  # log D_{t-1}
     g_end = g_inc[:, :, -1:, :]  # log D_C
     d_inv = jnp.exp(-g_inc)
-    r_d, a_d = r * jnp.exp(g_inc), a * jnp.exp(g_exc)
+    r_d, z_d = r * jnp.exp(g_inc), z * jnp.exp(g_exc)
     k_tail, b_tail = k * jnp.exp(g_end - g_inc), b * jnp.exp(g_end - g_inc)
 
     strict = jnp.tril(jnp.ones((C, C), bool), -1)
@@ -101,11 +112,11 @@ def wkv_chunked(r, log_w, k, v, a, b, state, *, chunk_size: int = 32):
     def inner(x, y, mask):  # [n, H, C, C]
         return jnp.where(mask, jnp.einsum("nhtj,nhsj->nhts", x, y * d_inv), 0.0)
 
-    a_ab, a_ak = inner(a_d, b, strict), inner(a_d, k, strict)
+    a_zb, a_zk = inner(z_d, b, strict), inner(z_d, k, strict)
     a_rb, a_rk = inner(r_d, b, causal), inner(r_d, k, causal)
 
-    rhs = jnp.concatenate([a_d, jnp.einsum("nhts,nhsv->nhtv", a_ak, v)], axis=-1)
-    pq = _unit_lower_solve(a_ab, rhs)
+    rhs = jnp.concatenate([z_d, jnp.einsum("nhts,nhsv->nhtv", a_zk, v)], axis=-1)
+    pq = _unit_lower_solve(a_zb, rhs)
     p, q = pq[..., :N], pq[..., N:]
 
     def across(s0, chunk):
@@ -129,10 +140,10 @@ def wkv_chunked(r, log_w, k, v, a, b, state, *, chunk_size: int = 32):
     return y, state
 
 
-def wkv(r, log_w, k, v, a, b, state, *, impl: Impl = "chunked", chunk_size: int = 32):
+def wkv(r, log_w, k, v, neg_kk, kk_a, state, *, impl: Impl = "chunked", chunk_size: int = 32):
     """Dispatches to one of the two implementations; both return (y `[T, H, N]`, state)."""
     if impl == "scan":
-        return wkv_scan(r, log_w, k, v, a, b, state)
+        return wkv_scan(r, log_w, k, v, neg_kk, kk_a, state)
     if impl == "chunked":
-        return wkv_chunked(r, log_w, k, v, a, b, state, chunk_size=chunk_size)
+        return wkv_chunked(r, log_w, k, v, neg_kk, kk_a, state, chunk_size=chunk_size)
     raise ValueError(f"unknown wkv implementation {impl!r}; expected 'scan' or 'chunked'")

@@ -12,7 +12,6 @@ import argparse
 
 import rwkv_jax
 from editing.causal import FACT_SETS, FLIPPED, transplant_table
-from editing.testing import random_model
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -26,7 +25,7 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
 
     if args.random_tiny:
-        model = random_model(n_layer=4, n_embd=128, tokenizer=rwkv_jax.world_tokenizer())
+        model = rwkv_jax.random_model(n_layer=4, n_embd=128, tokenizer=rwkv_jax.world_tokenizer())
         print("NOTE: random weights. These numbers are meaningless; only the mechanics run.\n")
     else:
         model = rwkv_jax.load(args.model)

@@ -17,6 +17,12 @@ jax.config.update("jax_numpy_dtype_promotion", "strict")
 
 from rwkv_jax import Config  # noqa: E402
 from rwkv_jax.params import perturbed_params  # noqa: E402, F401  (shared by the suites)
+from rwkv_jax.tokenizer import Tokenizer  # noqa: E402
+
+
+def byte_tokenizer() -> Tokenizer:
+    """One token per byte (ids 1..256): every string encodes, and a 257-row vocab suffices."""
+    return Tokenizer({i + 1: bytes([i]) for i in range(256)}, name="bytes")
 
 
 @pytest.fixture(scope="session")
@@ -48,7 +54,6 @@ def run_model_dir(tmp_path_factory, run_cases):
     """A saved random 2-layer model whose vocab covers the run cases' texts."""
     import rime
     import rwkv_jax
-    from editing.testing import random_model
     from rime import protocol
     from rwkv_jax.tokenizer import subset_vocab, world_tokenizer
 
@@ -58,5 +63,5 @@ def run_model_dir(tmp_path_factory, run_cases):
         texts += [protocol.question_prompt(q) for q in protocol.questions(case)]
         texts += [protocol.filler_text(case, mode, 0, 1) for mode in rime.FILLER_MODES]
     tokenizer, _ = subset_vocab(world_tokenizer(), texts, "rime-test")
-    model = random_model(2, 64, tokenizer=tokenizer, seed=3)
+    model = rwkv_jax.random_model(2, 64, tokenizer=tokenizer, seed=3)
     return rwkv_jax.save(tmp_path_factory.mktemp("model") / "random", model.params, model.cfg, tokenizer)

@@ -1,4 +1,4 @@
-"""`forward`, `prefill`, `step` and `forward_trace` given another model's state, a batch of states,
+"""`forward` (all or last logits), `step` and `forward_trace` given another model's state, a batch of states,
 or something that is not a state: a `ValueError` or `TypeError` naming the shapes, raised while
 tracing, instead of a shape error from inside `lax.scan`."""
 
@@ -7,8 +7,9 @@ import jax.numpy as jnp
 import pytest
 from conftest import perturbed_params
 
-from rwkv_jax import Config, State, forward, forward_trace, prefill, step
-from rwkv_jax.model import decode_params, split_state
+from rwkv_jax import Config, State, forward, forward_trace, step
+from rwkv_jax.decode import decode_params, decode_step
+from rwkv_jax.state import split_state
 
 CFG = Config.default(2, 128, 300)
 OTHER = {
@@ -24,7 +25,7 @@ def params():
 
 CALLS = {
     "forward": lambda p, s: forward(p, CFG, jnp.array([1, 2, 3]), s),
-    "prefill": lambda p, s: prefill(p, CFG, jnp.array([1, 2, 3]), s),
+    "forward last": lambda p, s: forward(p, CFG, jnp.array([1, 2, 3]), s, logits="last"),
     "step": lambda p, s: step(p, CFG, jnp.array(1), s),
     "forward_trace": lambda p, s: forward_trace(p, CFG, jnp.array([1, 2, 3]), s),
 }
@@ -45,13 +46,25 @@ def test_a_batch_of_states_is_refused_with_the_way_to_batch(params, call):
     jax.vmap(lambda s: CALLS[call](params, s))(State.zeros(CFG, (4,)))  # the way that works
 
 
-def test_a_split_state_of_another_model_is_refused_by_the_unrolled_step(params):
+def test_a_split_state_of_another_model_is_refused_by_the_decode_step(params):
     layout = decode_params(params, CFG)
-    step(layout, CFG, jnp.array(1), split_state(State.zeros(CFG)), unroll_layers=True)
+    decode_step(layout, CFG, jnp.array(1), split_state(State.zeros(CFG)))
     with pytest.raises(ValueError, match="a split state must hold 2 per-layer arrays"):
-        step(layout, CFG, jnp.array(1), split_state(OTHER["more layers"]), unroll_layers=True)
+        decode_step(layout, CFG, jnp.array(1), split_state(OTHER["more layers"]))
     with pytest.raises(ValueError, match="do not belong to a model"):
-        step(layout, CFG, jnp.array(1), split_state(State.zeros(Config.default(2, 192, 300))), unroll_layers=True)
+        decode_step(layout, CFG, jnp.array(1), split_state(State.zeros(Config.default(2, 192, 300))))
+    with pytest.raises(ValueError, match=r"state has batch axes \(4,\)"):
+        decode_step(layout, CFG, jnp.array(1), split_state(State.zeros(CFG, (4,))))
+    with pytest.raises(TypeError, match="SplitState"):
+        decode_step(layout, CFG, jnp.array(1), State.zeros(CFG))
+
+
+def test_decode_params_of_another_model_are_refused_naming_the_leaves(params):
+    decode_params(params, CFG).check(CFG)
+    with pytest.raises(ValueError, match=r"decode params do not match the config:\n.*head_vd"):
+        decode_params(params, CFG).replace(head_vd=jnp.zeros((3, 128))).check(CFG)
+    with pytest.raises(ValueError, match="params do not match the config"):
+        decode_params(params, Config.default(3, 128, 300))
 
 
 def test_something_else_as_the_state_is_refused(params):

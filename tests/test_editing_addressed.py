@@ -6,16 +6,16 @@ import chex
 import jax
 import numpy as np
 import pytest
+from conftest import byte_tokenizer
 
 import editing
 import rime
 import rwkv_jax
 from editing import CaseEdit, get_method, keys, locate, writes
 from editing.calibration import calibrate_batch, read
-from editing.testing import byte_tokenizer
 from rime import protocol
+from rwkv_jax.bundle import Model
 from rwkv_jax.chat import chat_prompt
-from rwkv_jax.checkpoint import Model
 
 CASE = CaseEdit(entity="Rohan", property="vehicle", value_old="hatchback", value_new="minivan",
                 p_old="Rohan drives a hatchback.", p_new="Rohan drives a minivan.")

@@ -4,10 +4,10 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from conftest import byte_tokenizer
 
 from editing import Selection, apply, calibrate, calibrate_batch, calibration, edit, wrap
-from editing.testing import byte_tokenizer
-from rwkv_jax.checkpoint import Model
+from rwkv_jax.bundle import Model
 from rwkv_jax.config import Config
 from rwkv_jax.model import forward
 from rwkv_jax.state import COMPONENTS, State

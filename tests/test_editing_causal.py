@@ -3,13 +3,13 @@
 import jax
 import numpy as np
 import pytest
+from conftest import byte_tokenizer
 
 from editing import Selection, transplant
 from editing.calibration import read
 from editing.causal import ROWS, FactPair, Table, row_label, transplant_table
-from editing.testing import byte_tokenizer
+from rwkv_jax.bundle import Model
 from rwkv_jax.chat import chat_prompt, turn
-from rwkv_jax.checkpoint import Model
 from rwkv_jax.config import Config
 
 

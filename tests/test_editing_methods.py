@@ -7,6 +7,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from conftest import byte_tokenizer
 
 from editing import (
     CaseEdit,
@@ -20,8 +21,7 @@ from editing import (
 )
 from editing import methods as methods_module
 from editing.calibration import read
-from editing.testing import byte_tokenizer
-from rwkv_jax.checkpoint import Model
+from rwkv_jax.bundle import Model
 from rwkv_jax.model import forward
 from rwkv_jax.state import COMPONENTS
 

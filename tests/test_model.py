@@ -1,6 +1,7 @@
 """Properties of the forward pass that must hold whatever the weights."""
 
 import dataclasses
+import functools
 
 import chex
 import jax
@@ -9,7 +10,9 @@ import numpy as np
 import pytest
 from conftest import perturbed_params
 
-from rwkv_jax import Config, State, abstract_params, forward, forward_trace, prefill, step
+from rwkv_jax import Config, State, abstract_params, forward, forward_trace, step
+from rwkv_jax.decode import decode_params, decode_step
+from rwkv_jax.state import join_state, split_state
 from rwkv_jax.wkv import wkv_chunked, wkv_scan
 
 TOL = dict(atol=2e-5, rtol=2e-5)
@@ -36,31 +39,32 @@ def test_config_is_inferred_from_params(tiny):
         Config.from_params({"emb": params["emb"]})
 
 
-@pytest.mark.parametrize("unroll", [False, True])
-def test_repeated_step_equals_forward(tiny, unroll):
+def test_repeated_step_equals_forward(tiny):
     cfg, params = tiny
     toks = tokens(12)
     full, final = forward(params, cfg, toks, wkv="scan")
-    state, outs = State.zeros(cfg), []
-    for t in toks:
-        logits, state = step(params, cfg, t, state, unroll_layers=unroll)
-        outs.append(logits)
-    np.testing.assert_allclose(jnp.stack(outs), full, **TOL)
-    chex.assert_trees_all_close(state, final, **TOL)
+    for advance, start, end in ((functools.partial(step, params), State.zeros(cfg), lambda s: s),
+                                (functools.partial(decode_step, decode_params(params, cfg)),
+                                 split_state(State.zeros(cfg)), join_state)):
+        state, outs = start, []
+        for t in toks:
+            logits, state = advance(cfg, t, state)
+            outs.append(logits)
+        np.testing.assert_allclose(jnp.stack(outs), full, **TOL)
+        chex.assert_trees_all_close(end(state), final, **TOL)
 
 
 def test_decode_layout_steps_like_the_stacked_one(tiny):
     """`decode_params` and a `split_state` carry, as the decode loop runs them, give `step`'s
     logits and states; the split state joins back into the stacked one."""
-    from rwkv_jax.model import decode_params, join_state, split_state
-
     cfg, params = tiny
     layout = decode_params(params, cfg)
-    assert "head" not in layout and layout["head_vd"].shape == (cfg.vocab_size, cfg.n_embd)
+    layout.check(cfg)
+    assert len(layout.blocks) == cfg.n_layer and layout.head_vd.shape == (cfg.vocab_size, cfg.n_embd)
     state, split = State.zeros(cfg), split_state(State.zeros(cfg))
     for t in tokens(6):
         want, state = step(params, cfg, t, state)
-        got, split = step(layout, cfg, t, split, unroll_layers=True)
+        got, split = decode_step(layout, cfg, t, split)
         np.testing.assert_allclose(got, want, **TOL)
     assert len(split.wkv) == cfg.n_layer and split.wkv[0].shape == (cfg.n_head, cfg.head_size, cfg.head_size)
     chex.assert_trees_all_close(join_state(split), state, **TOL)
@@ -144,11 +148,11 @@ def test_padding_past_length_leaves_state_untouched(tiny, impl):
     chex.assert_trees_all_close(untouched, exact, atol=0, rtol=0)
 
 
-def test_prefill_returns_last_logits(tiny):
+def test_last_logits_are_the_last_row_of_all(tiny):
     cfg, params = tiny
     toks = tokens(9)
     full, s1 = forward(params, cfg, toks)
-    last, s2 = prefill(params, cfg, toks)
+    last, s2 = forward(params, cfg, toks, logits="last")
     np.testing.assert_allclose(last, full[-1], **TOL)
     chex.assert_trees_all_close(s1, s2, **TOL)
 
@@ -189,6 +193,19 @@ def test_state_shape_helpers(tiny):
     assert not s.matches(other)
     with pytest.raises(ValueError, match="do not belong"):
         s.check(other)
+
+
+def test_state_layout_is_read_from_the_state(tiny):
+    cfg, _ = tiny
+    s = State.zeros(cfg, (4,))
+    assert State.components() == ("wkv", "att_shift", "ffn_shift")
+    for c in State.components():
+        leaf = getattr(s, c)
+        assert leaf.shape[State.layer_axis(c)] == cfg.n_layer
+        assert leaf.ndim == 1 + 1 + State.core_rank(c)  # batch, layer, core
+    assert State.unit_axes("wkv") == (-2, -1) and State.unit_axes("att_shift") == (-1,)
+    per_head = jnp.ones((4, cfg.n_layer, cfg.n_head))
+    assert (State.per_unit("wkv", per_head) * s.wkv).shape == s.wkv.shape
 
 
 def test_full_size_forward_shapes_without_allocating():

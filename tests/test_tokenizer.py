@@ -107,3 +107,10 @@ def test_bytes_vocab_is_token_id_equals_byte_value_with_id_0_kept_for_end_of_tex
 
 def test_vocab_none_means_no_tokenizer():
     assert load_tokenizer("none") is None
+
+
+def test_byte_tokenizer_covers_every_string_without_nul():
+    tok = byte_tokenizer()
+    text = "Zoë's café — 7°"
+    assert tok.decode(tok.encode(text)) == text
+    assert max(tok.encode(text)) < tok.vocab_size == 256

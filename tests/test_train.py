@@ -11,9 +11,10 @@ import pytest
 import convert
 import rwkv_jax
 from rwkv_jax import Config, Tokenizer
+from rwkv_jax.chat import reply_weights
 from rwkv_jax.params import perturbed_params
 from rwkv_jax.tokenizer import save_vocab, subset_vocab, world_tokenizer
-from rwkv_jax.train import TrainConfig, final_params, loss_fn, make_batch, reply_weights, train
+from rwkv_jax.train import TrainConfig, final_params, loss_fn, make_batch, train
 
 COLORS = ["red", "blue", "green", "gold", "grey", "pink"]
 NAMES = ["Ana", "Bo", "Cyd", "Dee", "Eli", "Fay"]
