@@ -121,7 +121,7 @@ def read(params: Params, cfg: Config, tokens: jax.Array, lengths: jax.Array, sta
 
     tokens `[B, T]` right-padded, lengths `[B]` (>= 1), states `[B]` or one state shared by every
     row. The default "scan" wkv reads short texts faster than "chunked" under vmap (measured on
-    CPU: the chunked kernel's per-chunk triangular solve batches poorly).
+    CPU, 1.3-7x: the chunked kernel's per-chunk triangular solve batches poorly).
     """
     run = lambda t, n, s: forward(params, cfg, t, s, logits="last", length=n, wkv=wkv)
     return jax.vmap(run)(tokens, lengths, broadcast(states, tokens.shape[0]))
