@@ -23,10 +23,11 @@ import jax.numpy as jnp
 import numpy as np
 
 from editing import algebra, writes
-from editing.calibration import TEMPLATES, Template, calibrate_batch
+from editing.calibration import TEMPLATES, Template, calibrate_with
 from editing.keys import KEY_KINDS, KeyKind, other_people, question, read_keys
-from editing.methods import STARTS, CaseEdit, GroupMethod, ModelLike, _check_many, register
+from editing.methods import STARTS, CaseEdit, GroupMethod, ModelLike, _check_many, reader_of, register
 from editing.select import Selection
+from rwkv_jax.batch import Reader, take
 from rwkv_jax.state import State
 
 
@@ -72,7 +73,7 @@ class ReadAddressed(GroupMethod):
         if not self.protect:
             return R, None
         others = [question(name, e.property) for e in cases for name in other_people(e.entity, self.protect)]
-        repeated = jax.tree.map(lambda x: jnp.repeat(x, self.protect, axis=0), states)
+        repeated = take(states, np.repeat(np.arange(len(cases)), self.protect))
         kept = read_keys(p, c, model.tokenizer, others, [None] * len(others), repeated,
                          kind=self.keys, k=self.k)
         # [K * n, L, H, N, k] -> [K, L, H, N, n * k]
@@ -119,11 +120,12 @@ class AddressedEdit(ReadAddressed):
             raise ValueError(f"start must be one of {STARTS}, got {self.start!r}")
         object.__setattr__(self, "alpha", float(self.alpha))
 
-    def apply_many(self, states: State, model: ModelLike, cases: Sequence[CaseEdit]) -> State:
+    def apply_many(self, states: State, model: ModelLike, cases: Sequence[CaseEdit],
+                   reader: Reader | None = None) -> State:
         _check_many(states, cases)
-        delta = calibrate_batch(model.params, model.cfg, model.tokenizer,
-                                [(c.p_old, c.p_new) for c in cases], template=self.template,
-                                init_state=states if self.start == "live" else None)
+        delta = calibrate_with(reader_of(model, reader), model.tokenizer,
+                               [(c.p_old, c.p_new) for c in cases], template=self.template,
+                               init_state=states if self.start == "live" else None)
         keys, preserved = self.addresses(states, model, cases)
         dS = _addressed(states.wkv, delta.wkv, keys, preserved, self.lam)
         return self.write(states, self.alpha * dS)
@@ -138,7 +140,8 @@ class EraseEdit(ReadAddressed):
     name: ClassVar[str] = "erase"
     erases: ClassVar[bool] = True
 
-    def apply_many(self, states: State, model: ModelLike, cases: Sequence[CaseEdit]) -> State:
+    def apply_many(self, states: State, model: ModelLike, cases: Sequence[CaseEdit],
+                   reader: Reader | None = None) -> State:
         _check_many(states, cases)
         keys, preserved = self.addresses(states, model, cases)
         return self.write(states, _erase(states.wkv, keys, preserved, self.lam))

@@ -15,8 +15,9 @@ import jax.numpy as jnp
 import numpy as np
 
 from editing.algebra import transplant
-from editing.calibration import Encoder, read
+from editing.calibration import read
 from editing.select import Selection
+from rwkv_jax.batch import Encoder
 from rwkv_jax.chat import chat_prompt, turn
 from rwkv_jax.config import Config
 from rwkv_jax.params import Params

@@ -25,7 +25,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from editing.calibration import Encoder, encode_padded, pad_rows
+from rwkv_jax.batch import Encoder, encode, pad, pad_rows
 from rwkv_jax.chat import chat_prompt
 from rwkv_jax.config import Config
 from rwkv_jax.model import forward, forward_trace, layer_norm
@@ -135,7 +135,7 @@ def read_keys(params: Params, cfg: Config, tokenizer: Encoder, questions: Sequen
     if len(answers) != B or states.batch_shape != (B,):
         raise ValueError(f"{B} questions need {B} answers and states [{B}], got {len(answers)} "
                          f"and {states.batch_shape}")
-    tokens, lengths = encode_padded(tokenizer, questions, cfg.vocab_size)
+    tokens, lengths = pad(encode(tokenizer, questions, cfg.vocab_size))
     targets = np.array([ARGMAX if a is None else tokenizer.encode(" " + a)[0] for a in answers], np.int32)
-    keys = _keys(params, cfg, *pad_rows((tokens, lengths, targets, states), B), kind=kind, k=k)
+    keys = _keys(params, cfg, *pad_rows((tokens, lengths, targets, states)), kind=kind, k=k)
     return keys[:B]

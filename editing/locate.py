@@ -31,10 +31,10 @@ import jax.numpy as jnp
 import numpy as np
 
 from editing import algebra
-from editing.calibration import Encoder, pad_rows
 from editing.keys import bundled_names, bundled_values
 from editing.methods import CaseEdit, GroupMethod, ModelLike, _check_many, register
 from editing.select import Selection
+from rwkv_jax.batch import Encoder, Reader, pad, pad_rows, power_of_two
 from rwkv_jax.config import Config
 from rwkv_jax.model import forward
 from rwkv_jax.params import Params
@@ -106,13 +106,9 @@ def _rewrite(params: Params, cfg: Config, tokens: jax.Array, start: jax.Array, e
 
 
 def _padded(rows: Sequence[list[int]]) -> tuple[np.ndarray, np.ndarray]:
-    # token lists -> [B, T] right-padded with 0, lengths [B]. T is a power of two (at least 16):
-    # transcripts vary in length, and each T compiles the rewrite kernel anew.
-    lengths = np.array([len(r) for r in rows], np.int32)
-    out = np.zeros((len(rows), max(16, 1 << (int(lengths.max()) - 1).bit_length())), np.int32)
-    for row, r in zip(out, rows, strict=True):
-        row[: len(r)] = r
-    return out, lengths
+    # T a power of two (at least 16): transcripts vary in length, and each T compiles the rewrite
+    # kernel anew
+    return pad(rows, max(16, power_of_two(max(map(len, rows)))))
 
 
 @register
@@ -135,7 +131,8 @@ class LocateEdit(GroupMethod):
             raise ValueError(f"missing must be one of {MISSING}, got {self.missing!r}")
         object.__setattr__(self, "layers", Selection(layers=self.layers).layers)
 
-    def apply_many(self, states: State, model: ModelLike, cases: Sequence[CaseEdit]) -> State:
+    def apply_many(self, states: State, model: ModelLike, cases: Sequence[CaseEdit],
+                   reader: Reader | None = None) -> State:
         _check_many(states, cases)
         found, rows = [], []
         for i, case in enumerate(cases):
@@ -156,8 +153,7 @@ class LocateEdit(GroupMethod):
             values, n_values = values.reshape(len(rows), 2, -1), n_values.reshape(len(rows), 2)
             starts = np.array([r[1] for r in rows], np.int32)
             ends = np.array([r[2] for r in rows], np.int32)
-            B = len(found)
-            got = _rewrite(model.params, model.cfg, *pad_rows((tokens, starts, ends, lengths, values, n_values), B))
-            dS = dS.at[np.array(found)].set(got[:B])
+            got = _rewrite(model.params, model.cfg, *pad_rows((tokens, starts, ends, lengths, values, n_values)))
+            dS = dS.at[np.array(found)].set(got[:len(found)])
         zeros = jax.tree.map(jnp.zeros_like, states)
         return algebra.apply(states, zeros.replace(wkv=dS), select=Selection(self.layers, "wkv"))

@@ -1,7 +1,8 @@
 """Edit methods behind one interface, so an evaluator can run any of them by name.
 
 An edit method is a frozen dataclass whose fields are its options, with a pure
-`apply(state, model, case) -> state` and its many-case form `apply_many(states, model, cases)`.
+`apply(state, model, case) -> state` and its many-case form `apply_many(states, model, cases,
+reader)` (`reader`: an `rwkv_jax.batch.Reader` placed as the caller placed the model; optional).
 `model` is anything with `params`, `cfg` and `tokenizer` attributes (`rwkv_jax.load(...)`'s
 bundle, or `rwkv_jax.random_model()`); `case` is a `CaseEdit`, plain strings an evaluator
 reads off a benchmark case. New methods subclass `EditMethod`, set `name` and register themselves
@@ -25,9 +26,10 @@ import jax.numpy as jnp
 
 from editing import algebra, measure
 from editing.algebra import Delta
-from editing.calibration import TEMPLATES, Encoder, Template, calibrate_batch, read
+from editing.calibration import TEMPLATES, Template, calibrate_with
 from editing.select import Selection
 from editing.writes import truncate
+from rwkv_jax.batch import Encoder, Reader, broadcast, take
 from rwkv_jax.chat import turn
 from rwkv_jax.config import Config
 from rwkv_jax.params import Params
@@ -104,12 +106,13 @@ class EditMethod(abc.ABC):
     def apply(self, state: State, model: ModelLike, case: CaseEdit) -> State:
         """The edited state. Pure: `state` is not modified."""
 
-    def apply_many(self, states: State, model: ModelLike, cases: Sequence[CaseEdit]) -> State:
+    def apply_many(self, states: State, model: ModelLike, cases: Sequence[CaseEdit],
+                   reader: Reader | None = None) -> State:
         """States `[K, ...]`, row i edited by `cases[i]`. Methods that read text override this to
-        read every case's text in one vmapped pass; an evaluator edits a whole group of cases so."""
+        read every case's text in one vmapped pass, through `reader` (an evaluator's, placed on
+        its devices; None: one on `model`'s params); an evaluator edits a whole group so."""
         _check_many(states, cases)
-        rows = [self.apply(jax.tree.map(lambda x, i=i: x[i], states), model, case)
-                for i, case in enumerate(cases)]
+        rows = [self.apply(take(states, i), model, case) for i, case in enumerate(cases)]
         return jax.tree.map(lambda *xs: jnp.stack(xs), *rows)
 
     @property
@@ -131,12 +134,13 @@ class GroupMethod(EditMethod):
         if state.batch_shape:
             raise ValueError(f"{self.name} edits one state with apply, got batch shape "
                              f"{state.batch_shape}; use apply_many")
-        one = jax.tree.map(lambda x: x[None], state)
-        return jax.tree.map(lambda x: x[0], self.apply_many(one, model, [case]))
+        return take(self.apply_many(broadcast(state, 1), model, [case]), 0)
 
     @abc.abstractmethod
-    def apply_many(self, states: State, model: ModelLike, cases: Sequence[CaseEdit]) -> State:
-        """States `[K, ...]`, row i edited by `cases[i]`."""
+    def apply_many(self, states: State, model: ModelLike, cases: Sequence[CaseEdit],
+                   reader: Reader | None = None) -> State:
+        """States `[K, ...]`, row i edited by `cases[i]`, text read through `reader` (None: one on
+        `model`'s params)."""
 
 
 def _short(value: Any) -> str:
@@ -186,6 +190,11 @@ def get_method(name: str, **options: Any) -> EditMethod:
     return cls(**options)
 
 
+def reader_of(model: ModelLike, reader: Reader | None) -> Reader:
+    """The reader an `apply_many` reads through: the one it was given, or one on `model`'s params."""
+    return Reader(model.params, model.cfg) if reader is None else reader
+
+
 def _check_case(case: CaseEdit) -> None:
     if not isinstance(case, CaseEdit):
         raise TypeError(f"case must be an editing.CaseEdit, got {type(case).__name__}")
@@ -213,7 +222,8 @@ class NoEdit(EditMethod):
         _check_case(case)
         return state
 
-    def apply_many(self, states: State, model: ModelLike, cases: Sequence[CaseEdit]) -> State:
+    def apply_many(self, states: State, model: ModelLike, cases: Sequence[CaseEdit],
+                   reader: Reader | None = None) -> State:
         _check_many(states, cases)
         return states
 
@@ -259,20 +269,21 @@ class DeltaEdit(EditMethod):
         """The calibration prompts `(from, to)`."""
         return case.p_old, case.p_new
 
-    def deltas(self, model: ModelLike, cases: Sequence[CaseEdit], states: State | None = None) -> Delta:
-        """One delta per case `[K, ...]`, every calibration pair read in one vmapped pass, from
-        the empty state or (`start="live"`) from `states` `[K]`."""
+    def deltas(self, model: ModelLike, cases: Sequence[CaseEdit], states: State | None = None,
+               reader: Reader | None = None) -> Delta:
+        """One delta per case `[K, ...]`, every calibration pair read in one vmapped pass (by
+        `reader`), from the empty state or (`start="live"`) from `states` `[K]`."""
         for case in cases:
             _check_case(case)
         if self.start == "live" and states is None:
             raise ValueError("a delta calibrated from the live state needs the states it edits")
-        d = calibrate_batch(model.params, model.cfg, model.tokenizer, [self.pair(c) for c in cases],
-                            template=self.template, init_state=states if self.start == "live" else None)
+        d = calibrate_with(reader_of(model, reader), model.tokenizer, [self.pair(c) for c in cases],
+                           template=self.template, init_state=states if self.start == "live" else None)
         return d if self.rank is None else d.replace(wkv=truncate(d.wkv, self.rank))
 
     def delta(self, model: ModelLike, case: CaseEdit, state: State | None = None) -> Delta:
-        states = None if state is None else jax.tree.map(lambda x: x[None], state)
-        return jax.tree.map(lambda x: x[0], self.deltas(model, [case], states))
+        states = None if state is None else broadcast(state, 1)
+        return take(self.deltas(model, [case], states), 0)
 
     def apply(self, state: State, model: ModelLike, case: CaseEdit) -> State:
         if self.start == "live" and state.batch_shape:
@@ -281,9 +292,10 @@ class DeltaEdit(EditMethod):
         return algebra.apply(state, self.delta(model, case, state if self.start == "live" else None),
                              alpha=self.alpha, select=self.select)
 
-    def apply_many(self, states: State, model: ModelLike, cases: Sequence[CaseEdit]) -> State:
+    def apply_many(self, states: State, model: ModelLike, cases: Sequence[CaseEdit],
+                   reader: Reader | None = None) -> State:
         _check_many(states, cases)
-        return algebra.apply(states, self.deltas(model, cases, states), alpha=self.alpha,
+        return algebra.apply(states, self.deltas(model, cases, states, reader), alpha=self.alpha,
                              select=self.select)
 
 
@@ -319,8 +331,9 @@ class RandomEdit(DeltaEdit):
     name: ClassVar[str] = "random"
     seed: int = 0
 
-    def deltas(self, model: ModelLike, cases: Sequence[CaseEdit], states: State | None = None) -> Delta:
-        reference = super().deltas(model, cases, states)
+    def deltas(self, model: ModelLike, cases: Sequence[CaseEdit], states: State | None = None,
+               reader: Reader | None = None) -> Delta:
+        reference = super().deltas(model, cases, states, reader)
         hashes = jnp.array([zlib.crc32(f"{c.p_old}\0{c.p_new}".encode()) for c in cases], jnp.uint32)
 
         def noise_of(case_hash: jax.Array) -> State:
@@ -368,9 +381,10 @@ class InContextEdit(EditMethod):
         n = math.prod(batch)
         # any batch shape -> [n] states reading the same text
         flat = jax.tree.map(lambda x: x.reshape((n,) + x.shape[len(batch):]), state)
-        _, out = read(model.params, model.cfg, model.tokenizer, [self.text(case)] * n, flat)
+        _, out = Reader(model.params, model.cfg).read_texts(model.tokenizer, [self.text(case)] * n, flat)
         return jax.tree.map(lambda x: x.reshape(batch + x.shape[1:]), out)
 
-    def apply_many(self, states: State, model: ModelLike, cases: Sequence[CaseEdit]) -> State:
+    def apply_many(self, states: State, model: ModelLike, cases: Sequence[CaseEdit],
+                   reader: Reader | None = None) -> State:
         _check_many(states, cases)
-        return read(model.params, model.cfg, model.tokenizer, [self.text(c) for c in cases], states)[1]
+        return reader_of(model, reader).read_texts(model.tokenizer, [self.text(c) for c in cases], states)[1]

@@ -24,10 +24,10 @@ import numpy as np
 import optax
 
 from editing import algebra
-from editing.calibration import encode_padded, pad_rows
 from editing.keys import other_people, question
 from editing.methods import CaseEdit, GroupMethod, ModelLike, _check_many, register
 from editing.select import Selection
+from rwkv_jax.batch import Reader, encode, pad, pad_rows
 from rwkv_jax.config import Config
 from rwkv_jax.model import forward
 from rwkv_jax.params import Params
@@ -97,20 +97,21 @@ class OptimizedEdit(GroupMethod):
             object.__setattr__(self, field, value)
         object.__setattr__(self, "layers", Selection(layers=self.layers).layers)
 
-    def apply_many(self, states: State, model: ModelLike, cases: Sequence[CaseEdit]) -> State:
+    def apply_many(self, states: State, model: ModelLike, cases: Sequence[CaseEdit],
+                   reader: Reader | None = None) -> State:
         _check_many(states, cases)
         tok, cfg, B, O = model.tokenizer, model.cfg, len(cases), self.others
         prompts = [question(c.entity, c.property) for c in cases]
-        tokens, lengths = encode_padded(tok, [p + " " + c.value_new for p, c in zip(prompts, cases, strict=True)],
-                                        cfg.vocab_size)
+        tokens, lengths = pad(encode(tok, [p + " " + c.value_new for p, c in zip(prompts, cases, strict=True)],
+                                     cfg.vocab_size))
         prompt_lengths = np.array([len(tok.encode(p)) for p in prompts], np.int32)
-        others, other_lengths = encode_padded(
-            tok, [question(o, c.property) for c in cases for o in other_people(c.entity, O)], cfg.vocab_size)
+        others, other_lengths = pad(encode(
+            tok, [question(o, c.property) for c in cases for o in other_people(c.entity, O)], cfg.vocab_size))
         others, other_lengths = others.reshape(B, O, -1), other_lengths.reshape(B, O)
         select = Selection(self.layers, "wkv")
         mask = jnp.asarray(select.layer_mask(cfg.n_layer))[:, None, None, None]
         dS = _optimize(model.params, cfg, *pad_rows((tokens, lengths, prompt_lengths, others, other_lengths,
-                                                     states), B),
+                                                     states)),
                        mask, steps=self.steps, lr=self.lr, kl=self.kl)[:B]
         zeros = jax.tree.map(jnp.zeros_like, states)
         return algebra.apply(states, zeros.replace(wkv=dS), select=select)

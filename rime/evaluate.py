@@ -32,9 +32,9 @@ from rime.protocol import (
 )
 from rime.schema import Case
 from rime.scoring import score
+from rwkv_jax.batch import Reader, concat, encode, pad, put_rows, take
 from rwkv_jax.bundle import Model
 from rwkv_jax.chat import STOP
-from rwkv_jax.generate import pad_prompts
 from rwkv_jax.sampling import count_weights
 from rwkv_jax.state import State
 from rwkv_jax.stops import cut_at_stop, stop_tables
@@ -59,23 +59,21 @@ class _Job:
 
 
 class Evaluator:
-    """Answers the protocol's questions for a model; the model's params are placed once."""
+    """Answers the protocol's questions for a model; the model's params are placed once, and every
+    text of the run (the edit methods' too) is read through the one `Reader` that holds them."""
 
     def __init__(self, model: Model, spec: Spec, *, batch_size: int = DEFAULT_BATCH,
                  devices: Sequence[jax.Device] | None = None):
         self.model, self.spec = model, spec
         self.layout = Layout(batch_size, devices)
-        self.params = self.layout.replicate(model.params)
+        self.reader = Reader(model.params, model.cfg, self.layout)
+        self.params = self.reader.params
         table, match = stop_tables(model.tokenizer, (STOP,), model.cfg.vocab_size)
         self.stops = self.layout.replicate((table, match, count_weights(model.tokenizer, model.cfg.vocab_size)))
         self.group_size = max(1, batch_size // GROUP_DIVISOR)
 
     def encode(self, text: str) -> list[int]:
-        ids = self.model.tokenizer.encode(text)
-        if not ids or max(ids) >= self.model.cfg.vocab_size:
-            raise ValueError(f"{text[:60]!r} does not encode into the model's vocabulary of "
-                             f"{self.model.cfg.vocab_size}: is this the model's tokenizer?")
-        return ids
+        return encode(self.model.tokenizer, [text], self.model.cfg.vocab_size)[0]
 
     def first_token(self, answer: str) -> int:
         """The token an answer starts with after `Assistant:` (answers follow a space)."""
@@ -91,17 +89,8 @@ class Evaluator:
         return (slice(i, min(i + size, n)) for i in range(0, n, size))
 
     def _read(self, texts: Sequence[str], states: State) -> State:
-        """Host states `[K]` after reading one text each."""
-        ids = [self.encode(t) for t in texts]
-        order = np.argsort([len(t) for t in ids], kind="stable")  # similar lengths share a bucket
-        out = []
-        for part in self._batches(len(ids)):
-            rows = order[part]
-            tokens, lengths = pad_prompts([ids[i] for i in rows], kernels.TEXT_BUCKET)
-            batch = self.layout.pad((tokens, lengths, kernels.take(states, rows)), len(rows))
-            new = self.layout.fetch(kernels.read(self.params, self.model.cfg, *self.layout.put(batch)))
-            out.append(kernels.take(new, np.arange(len(rows))))
-        return kernels.take(kernels.concat(out), np.argsort(order, kind="stable"))
+        """Host states `[K]` after reading one text each from `states` (`[K]`, or one for all)."""
+        return self.reader.read_texts(self.model.tokenizer, texts, states, bucket=kernels.TEXT_BUCKET)[1]
 
     def _edit(self, recipients: State, group: Sequence[Case], branch: Branch) -> State:
         """The branch's method applied to every recipient state `[G]`: the i-th edit of every case
@@ -111,13 +100,13 @@ class Evaluator:
         states = recipients
         for i in range(max(map(len, plans))):
             rows = [c for c, plan in enumerate(plans) if i < len(plan)]
-            edited = branch.method.apply_many(kernels.take(states, rows), self.model, [plans[c][i] for c in rows])
-            states = kernels.put_rows(states, rows, jax.tree.map(np.asarray, edited))
+            edited = branch.method.apply_many(take(states, rows), self.model, [plans[c][i] for c in rows],
+                                              reader=self.reader)
+            states = put_rows(states, rows, jax.tree.map(np.asarray, edited))
         return states
 
     def _group(self, group: Sequence[Case]) -> list[tuple[Case, list[dict]]]:
-        zeros = kernels.stack_states([State.zeros(self.model.cfg)] * len(group))
-        recipients = self._read([recipient_text(c) for c in group], zeros)
+        recipients = self._read([recipient_text(c) for c in group], State.zeros(self.model.cfg))
 
         # the pool of states, one per (branch, case, setting); filler chains continue from ft=0
         edited, index, chains = [], {}, []
@@ -128,14 +117,14 @@ class Evaluator:
                 index[case.id, branch, Setting(NO_FILLER, 0)] = state
                 chains += [(case, branch, mode, state) for mode in modes]
             edited.append(self._edit(recipients, group, branch))
-        pool, done = kernels.concat(edited), 0
+        pool, done = concat(edited), 0
         for k in self.spec.fillers[1:]:
             texts = [filler_text(case, mode, done, k) for case, _, mode, _ in chains]
-            read = self._read(texts, kernels.take(pool, [i for *_, i in chains]))
+            read = self._read(texts, take(pool, [i for *_, i in chains]))
             base = len(pool.wkv)
             chains = [(case, branch, mode, base + j) for j, (case, branch, mode, _) in enumerate(chains)]
             index.update({(case.id, branch, Setting(mode, k)): i for case, branch, mode, i in chains})
-            pool, done = kernels.concat([pool, read]), k
+            pool, done = concat([pool, read]), k
 
         jobs = [_Job(case, b, s, q, index[case.id, b, s]) for case in group for b in self.spec.branches()
                 for s in self.spec.settings(b) for q in questions(case)]
@@ -152,8 +141,8 @@ class Evaluator:
         table, match, weights = self.stops
         for part in self._batches(len(jobs)):
             rows = order[part]
-            tokens, lengths = pad_prompts([prompts[i] for i in rows], kernels.PROMPT_BUCKET)
-            states = kernels.take(pool, [jobs[i].state for i in rows])
+            tokens, lengths = pad([prompts[i] for i in rows], kernels.PROMPT_BUCKET)
+            states = take(pool, [jobs[i].state for i in rows])
             # always full: one compiled answer kernel per prompt bucket (it compiles slowly)
             batch = self.layout.pad((tokens, lengths, states, targets[rows]), len(rows), full=True)
             out, count, stopped, probs = self.layout.fetch(kernels.answer(

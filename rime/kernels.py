@@ -1,11 +1,11 @@
-"""The jitted batch kernels of an evaluation, and how a batch is laid out over devices.
+"""The answer kernel of an evaluation, and how a batch is laid out over devices.
 
-Both kernels are pure functions of arrays with a leading row axis `[B]`, vmapped over one-sequence
-`rwkv_jax` calls: prompts are right-padded and read with `length`, so padding never reaches a state.
-`Layout` pads a batch to `batch_size` rows (a smaller read to the next power of two), and every
-prompt to a length bucket, so a whole run compiles each kernel a few times at most; it shards the
-row axis over a 1-D mesh of `jax.devices()` (data parallel; the params are replicated). Rows never
-interact, so a sharded run gives the rows of a single-device one.
+Texts are read by `rwkv_jax.batch` (a `Reader` placed by the evaluation's `Layout`); `answer`
+reads question prompts with the same `batch.read` and decodes from there, a pure function of
+arrays with a leading row axis `[B]`. `Layout` pads a batch to `batch_size` rows (a smaller read
+to the next power of two), and every prompt to a length bucket, so a whole run compiles each kernel
+a few times at most; it shards the row axis over a 1-D mesh of `jax.devices()` (data parallel; the
+params are replicated). Rows never interact, so a sharded run gives the rows of a single-device one.
 
 Several hosts: call `jax.distributed.initialize()` first; `jax.devices()` then spans every host,
 each process feeds the slices of its own devices (`make_array_from_callback`) and gathers results
@@ -23,31 +23,14 @@ import numpy as np
 from jax.experimental import multihost_utils
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
+from rwkv_jax import batch
 from rwkv_jax.config import Config
 from rwkv_jax.generate import decode_tokens
-from rwkv_jax.model import forward
 from rwkv_jax.params import Params
 from rwkv_jax.state import State
 
-# Measured on CPU: vmapped over rows, the per-token scan reads these short texts 1.3-7x faster
-# than the chunked kernel (whose per-chunk triangular solve batches poorly).
-WKV = "scan"
 PROMPT_BUCKET = 8  # question prompts are 10-30 tokens: a fine bucket wastes little
 TEXT_BUCKET = 64  # recipients and filler turns: reads are a small share of the time, compiles are not
-
-
-def _read_rows(params: Params, cfg: Config, tokens: jax.Array, lengths: jax.Array,
-               state: State) -> tuple[jax.Array, State]:
-    """Next-token logits `[B, V]` and states `[B]` after each row's text."""
-    run = lambda t, n, s: forward(params, cfg, t, s, logits="last", length=n, wkv=WKV)
-    return jax.vmap(run)(tokens, lengths, state)
-
-
-@functools.partial(jax.jit, static_argnames=("cfg",))
-def read(params: Params, cfg: Config, tokens: jax.Array, lengths: jax.Array, state: State) -> State:
-    """The states after reading each row's text: tokens `[B, T]` right-padded, lengths `[B]`,
-    state `[B]` -> State `[B]`."""
-    return _read_rows(params, cfg, tokens, lengths, state)[1]
 
 
 @functools.partial(jax.jit, static_argnames=("cfg", "max_new_tokens"))
@@ -62,7 +45,7 @@ def answer(params: Params, cfg: Config, tokens: jax.Array, lengths: jax.Array, s
 
     The prompts are read with the scan kernel and decoding starts from the logits they leave.
     """
-    logits, after = _read_rows(params, cfg, tokens, lengths, state)
+    logits, after = batch.read(params, cfg, tokens, lengths, state)
     probs = jnp.take_along_axis(jax.nn.softmax(logits, axis=-1), targets, axis=1)
     out, count, stopped, _ = decode_tokens(
         params, cfg, logits, after, jax.random.key(0), stop_table, stop_match, count_weight,
@@ -70,33 +53,8 @@ def answer(params: Params, cfg: Config, tokens: jax.Array, lengths: jax.Array, s
     return out, count, stopped, probs
 
 
-def stack_states(states: Sequence[State]) -> State:
-    """Unbatched states as one `[S]` batch of host (numpy) arrays."""
-    return jax.tree.map(lambda *xs: np.stack([np.asarray(x) for x in xs]), *states)
-
-
-def concat(states: Sequence[State]) -> State:
-    """Batched host states joined along the row axis."""
-    return jax.tree.map(lambda *xs: np.concatenate(xs), *states)
-
-
-def take(state: State, rows: np.ndarray | Sequence[int]) -> State:
-    """Rows of a batched host state."""
-    return jax.tree.map(lambda x: x[np.asarray(rows)], state)
-
-
-def put_rows(state: State, rows: np.ndarray | Sequence[int], values: State) -> State:
-    """A batched host state with `rows` replaced by `values`; `state` is not modified."""
-    def one(x: np.ndarray, v: np.ndarray) -> np.ndarray:
-        out = x.copy()
-        out[np.asarray(rows)] = v
-        return out
-
-    return jax.tree.map(one, state, values)
-
-
 class Layout:
-    """Fixed-size batches sharded over a 1-D device mesh on the row axis."""
+    """Fixed-size batches sharded over a 1-D device mesh on the row axis (a `batch.Placement`)."""
 
     def __init__(self, batch_size: int, devices: Sequence[jax.Device] | None = None):
         if batch_size < 1:
@@ -114,19 +72,19 @@ class Layout:
     def padded_size(self, n: int) -> int:
         """The rows a batch of `n` is padded to: a power of two per device, at most `batch_size`."""
         devices = self.mesh.size
-        return min(self.batch_size, devices * (1 << (-(-n // devices) - 1).bit_length()))
+        return min(self.batch_size, devices * batch.power_of_two(-(-n // devices)))
 
     def pad(self, tree, n: int, *, full: bool = False):
         """Fills a host batch of `n` rows up to `padded_size(n)` (`batch_size` if `full`) with copies
         of row 0."""
-        fill = np.zeros((self.batch_size if full else self.padded_size(n)) - n, np.int64)
-        return jax.tree.map(lambda x: np.concatenate([x, x[fill]]), tree)
+        return batch.pad_rows(tree, self.batch_size if full else self.padded_size(n))
 
     def put(self, tree):
         """Host arrays `[B, ...]` (B a multiple of the device count) as row-sharded global arrays."""
         def one(x: np.ndarray) -> jax.Array:
             if x.shape[0] % self.mesh.size:
                 raise ValueError(f"a batch of {x.shape[0]} rows does not split over {self.mesh.size} devices")
+            x = np.asarray(x)
             return jax.make_array_from_callback(x.shape, self.rows, lambda index: x[index])
 
         return jax.tree.map(one, tree)

@@ -15,11 +15,11 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from rwkv_jax import batch
 from rwkv_jax.bundle import Model
 from rwkv_jax.chat import STOP
 from rwkv_jax.config import Config
 from rwkv_jax.decode import decode_params, decode_step
-from rwkv_jax.model import forward
 from rwkv_jax.params import Params
 from rwkv_jax.sampling import (
     GREEDY,
@@ -66,12 +66,11 @@ def generate_tokens(
 ):
     """The pure core of `generate`: reads the prompts, then `decode_tokens`.
 
-    prompts `[B, T]` right-padded, lengths `[B]` (>= 1), state with batch shape `[B]`,
+    prompts `[B, T]` right-padded, lengths `[B]` (>= 1), state `[B]` or one state for every prompt,
     stop_table `[S, M + 1, V]`, stop_match `[S]`, count_weight `[V]`.
     Returns tokens `[B, max_new_tokens]` (0 after the end), counts `[B]`, stopped `[B]`, State.
     """
-    read = jax.vmap(lambda t, n, s: forward(params, cfg, t, s, logits="last", length=n))
-    logits, state = read(prompts, lengths, state)
+    logits, state = batch.read(params, cfg, prompts, lengths, state, wkv="chunked")
     return decode_tokens(params, cfg, logits, state, key, stop_table, stop_match, count_weight,
                          max_new_tokens=max_new_tokens, sampling=sampling)
 
@@ -140,30 +139,6 @@ def _tables(tokenizer: Tokenizer | None, stops: tuple[str, ...], vocab_size: int
     return jnp.asarray(table), jnp.asarray(match), jnp.asarray(weights)
 
 
-def pad_prompts(prompts: Sequence[Sequence[int]], bucket: int = PROMPT_BUCKET) -> tuple[np.ndarray, np.ndarray]:
-    """Right-pads token lists to `[B, T]` (T a multiple of `bucket`) and returns their lengths."""
-    lengths = np.array([len(p) for p in prompts], np.int32)
-    if lengths.min(initial=1) < 1:
-        raise ValueError("every prompt needs at least one token")
-    width = -(-int(lengths.max()) // bucket) * bucket
-    out = np.zeros((len(prompts), width), np.int32)
-    for row, p in enumerate(prompts):
-        out[row, : len(p)] = p
-    return out, lengths
-
-
-def broadcast_state(state: State | None, cfg: Config, batch: int) -> State:
-    """A `[B]`-batched state from None (zeros), one unbatched state, or a `[B]` batch."""
-    if state is None:
-        return State.zeros(cfg, (batch,))
-    state.check(cfg)
-    if state.batch_shape == ():
-        return jax.tree.map(lambda x: jnp.broadcast_to(x, (batch, *x.shape)), state)
-    if state.batch_shape != (batch,):
-        raise ValueError(f"state batch shape {state.batch_shape} does not match {batch} prompts")
-    return state
-
-
 def generate(
     model: Model,
     prompts: Sequence[str] | Sequence[Sequence[int]],
@@ -190,11 +165,11 @@ def generate(
     if stop or any(isinstance(p, str) for p in prompts):
         tok = model.text_tokenizer("generate with text prompts or stop strings")
     ids = [tok.encode(p) if isinstance(p, str) else list(p) for p in prompts]
-    padded, lengths = pad_prompts(ids)
+    padded, lengths = batch.pad(ids, PROMPT_BUCKET)
     table, match, weights = _tables(tok, stop, model.cfg.vocab_size)
     out, count, stopped, final = generate_tokens(
         model.params, model.cfg, jnp.asarray(padded), jnp.asarray(lengths),
-        broadcast_state(state, model.cfg, len(ids)),
+        State.zeros(model.cfg) if state is None else state,
         key if key is not None else jax.random.key(0), table, match, weights,
         max_new_tokens=max_new_tokens, sampling=sampling,
     )

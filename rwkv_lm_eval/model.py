@@ -16,7 +16,8 @@ from lm_eval.api.registry import register_model
 
 import rwkv_jax
 from convert import load_state
-from rwkv_jax.generate import broadcast_state, generate, pad_prompts
+from rwkv_jax.batch import broadcast, pad
+from rwkv_jax.generate import PROMPT_BUCKET, generate
 from rwkv_jax.sampling import GREEDY, Sampling
 from rwkv_jax.state import State
 from rwkv_lm_eval.scores import continuation_logprobs
@@ -59,11 +60,12 @@ class RwkvJaxLM(LM):
             seqs = [pairs[i][0] + pairs[i][1] for i in rows]
             starts = [len(pairs[i][0]) for i in rows]
             fill = self.batch_size - len(rows)  # full batches: one compiled shape per length bucket
-            tokens, lengths = pad_prompts(seqs + seqs[:1] * fill)
+            tokens, lengths = pad(seqs + seqs[:1] * fill, PROMPT_BUCKET)
             logp, greedy = continuation_logprobs(
                 self.model.params, self.model.cfg, jnp.asarray(tokens), jnp.asarray(lengths),
                 jnp.asarray(starts + starts[:1] * fill, np.int32),
-                broadcast_state(self.state, self.model.cfg, len(seqs) + fill))
+                broadcast(self.state if self.state is not None else State.zeros(self.model.cfg),
+                          len(seqs) + fill))
             for i, lp, g in zip(rows, np.asarray(logp), np.asarray(greedy)):
                 out[i] = (float(lp), bool(g))
         return out

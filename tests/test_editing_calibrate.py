@@ -6,7 +6,8 @@ import numpy as np
 import pytest
 from conftest import byte_tokenizer
 
-from editing import Selection, apply, calibrate, calibrate_batch, calibration, edit, wrap
+from editing import Selection, apply, calibrate, calibrate_batch, edit, wrap
+from rwkv_jax import batch
 from rwkv_jax.bundle import Model
 from rwkv_jax.config import Config
 from rwkv_jax.model import forward
@@ -99,10 +100,10 @@ def test_prompts_of_one_length_bucket_share_one_compiled_kernel(model):
     # Counts compiled variants rather than wrapping the kernel with chex.assert_max_traces: a
     # fresh wrapped kernel would cost one more model compilation, the slowest step here.
     calibrate(*parts(model), "Bob is 7.", "Bob is 9.")
-    compiled = calibration._read._cache_size()
+    compiled = batch.read._cache_size()
     for old, new in [("Ann is tall.", "Ann is short."), ("Cy has a cat.", "Cy has a dog.")]:
         calibrate(*parts(model), old, new)
-    assert calibration._read._cache_size() == compiled
+    assert batch.read._cache_size() == compiled
 
 
 def test_calibration_arguments_are_checked(model):
