@@ -49,7 +49,7 @@ def run_model_dir(tmp_path_factory, run_cases):
     import rime
     import rwkv_jax
     from editing.testing import random_model
-    from rime import protocol
+    from rime.eval import protocol
     from rwkv_jax.tokenizer import subset_vocab, world_tokenizer
 
     texts = []
