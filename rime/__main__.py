@@ -22,16 +22,27 @@ import threading
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
-from rime.errors import CaseError
-from rime.publish import write_hub
-from rime.sampling import DEFAULT_SEED, DEV_SIZE, TEST_SIZE, build_splits, summary
-from rime.storage import BUNDLED_SPLITS, HF_DIRNAME, check_jsonl, filler_warnings, load, locate, write_build
-from rime.turns import FILLER_MODES
+import jax
+from tqdm import tqdm
+
+import rwkv_jax
+from rime.data.errors import CaseError
+from rime.data.hub import write_hub
+from rime.data.splits import DEFAULT_SEED, DEV_SIZE, TEST_SIZE, build_splits, summary
+from rime.data.storage import BUNDLED_SPLITS, HF_DIRNAME, check_jsonl, filler_warnings, load, locate, write_build
+from rime.data.turns import FILLER_MODES
+from rime.eval.protocol import HEADLINE_FILLERS, HEADLINE_METHODS, Spec
+from rime.eval.report import headline_summary, write_report
+from rime.eval.report import load as load_run
+from rime.eval.rows import WRITING
+from rime.eval.runner import run
+from rwkv_jax.atomic import check_parents, error_line
 
 INTERRUPTED = 130  # the shell's code for a process ended by SIGINT
 
 
 def _build(args: argparse.Namespace) -> int:
+    check_parents(args.out)
     splits = build_splits(args.seed, args.test_size, args.dev_size)
     written = write_build(splits, args.out, hf=not args.jsonl_only)
     if not args.jsonl_only:
@@ -112,8 +123,6 @@ def exit_on_interrupt(message: Callable[[], str]) -> None:
     `signal.set_wakeup_fd`), which waits for any rows write in progress and calls `os._exit`.
     Every appended group is already on disk, and a resumed run continues after it.
     """
-    from rime import rows
-
     wake, wakeup = socket.socketpair()
     wakeup.setblocking(False)
     signal.set_wakeup_fd(wakeup.fileno(), warn_on_full_buffer=False)
@@ -122,7 +131,7 @@ def exit_on_interrupt(message: Callable[[], str]) -> None:
     def watch(wake: socket.socket, _wakeup: socket.socket) -> None:  # holds both ends open
         while wake.recv(1) != bytes([signal.SIGINT]):
             pass
-        with rows.WRITING:
+        with WRITING:
             sys.stderr.write(f"\n{message()}\n")
             sys.stderr.flush()
             os._exit(INTERRUPTED)
@@ -136,16 +145,6 @@ def _run(args: argparse.Namespace) -> int:
     if args.interrupts:
         exit_on_interrupt(lambda: f"interrupted: the rows of every finished case are in {out}; "
                           "run the same command to resume")
-
-    import jax
-    from tqdm import tqdm
-
-    import rwkv_jax
-    from rime.protocol import HEADLINE_FILLERS, HEADLINE_METHODS, Spec
-    from rime.report import headline_summary, write_report
-    from rime.report import load as load_run
-    from rime.runner import run
-
     methods = _names(args.methods) if args.methods else HEADLINE_METHODS
     fillers = tuple(args.filler if args.filler is not None else HEADLINE_FILLERS)
     spec = Spec.build(methods, fillers=fillers, modes=tuple(_names(args.modes)),
@@ -169,7 +168,7 @@ def _run(args: argparse.Namespace) -> int:
 
     try:
         run(out, model, args.model, cases, source, spec, batch_size=args.batch_size, on_start=start, on_rows=rows)
-    except CaseError as err:  # refused by `rime.runner.check` before anything was written
+    except CaseError as err:  # refused by `rime.eval.runner.check` before anything was written
         err.where = locate(source, err.case_id)
         raise
     finally:
@@ -202,9 +201,6 @@ def add_run(commands: argparse._SubParsersAction) -> None:
 
 
 def _report(args: argparse.Namespace) -> int:
-    from rime.report import headline_summary, write_report
-    from rime.report import load as load_run
-
     path = write_report(args.folder)
     print(headline_summary(load_run(args.folder)))
     print(f"wrote {path}")
@@ -238,8 +234,6 @@ def main(argv: Sequence[str] | None = None, *, interrupts: bool = False) -> int:
     try:
         return args.handler(args)
     except (ValueError, OSError) as err:
-        from rwkv_jax.atomic import error_line
-
         print(f"error: {error_line(err)}", file=sys.stderr)
         return 2
 

@@ -17,7 +17,7 @@ import jax
 import rime
 import rwkv_jax
 from editing.calibration import read
-from rime import protocol
+from rime.eval import protocol
 
 
 def main() -> None:

@@ -31,8 +31,8 @@ from convert import write_pth  # noqa: E402
 from editing import CaseEdit  # noqa: E402
 from editing.calibration import wrap  # noqa: E402
 from editing.select import ALL  # noqa: E402
-from rime.evaluate import DEFAULT_BATCH, Evaluator  # noqa: E402
-from rime.protocol import (  # noqa: E402
+from rime.eval.evaluate import DEFAULT_BATCH, Evaluator  # noqa: E402
+from rime.eval.protocol import (  # noqa: E402
     HEADLINE_FILLERS,
     HEADLINE_METHODS,
     WRONG_ENTITY,

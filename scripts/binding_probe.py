@@ -11,7 +11,7 @@ answers that give the last-stated value instead.
 
 `--passage roster` states the facts as a roster (each value right after its name) and `--ask
 recital` asks for everyone's value with the asked person first, scoring the reply's first item:
-the easier forms of `rime.corpus.Mix`, to see which stage of binding a run has reached.
+the easier forms of `rime.data.corpus.Mix`, to see which stage of binding a run has reached.
 """
 
 from __future__ import annotations
@@ -22,9 +22,9 @@ import random
 import numpy as np
 
 import rwkv_jax
-from rime.content import content
-from rime.sentences import fact, query, recital_query, roster
-from rime.turns import acknowledgement
+from rime.data.content import content
+from rime.data.sentences import fact, query, recital_query, roster
+from rime.data.turns import acknowledgement
 
 
 def trials(rng: random.Random, n: int, passage_form: str = "sentences",

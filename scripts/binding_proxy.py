@@ -23,7 +23,7 @@ import numpy as np
 import rime
 import rwkv_jax
 from editing.calibration import read
-from rime import protocol
+from rime.eval import protocol
 from rwkv_jax.chat import chat_prompt
 
 

@@ -16,10 +16,11 @@ from pathlib import Path
 
 import rime
 import rwkv_jax
-from rime.axes import PROBE_KINDS
-from rime.protocol import EDIT, NO_FILLER, TARGET, Spec
-from rime.report import Rate, rate
-from rime.runner import run
+from rime.data.axes import PROBE_KINDS
+from rime.eval.analysis import Rate, rate
+from rime.eval.protocol import EDIT, NO_FILLER, TARGET, Spec
+from rime.eval.rows import read_rows
+from rime.eval.runner import run
 
 BAR = {"target": 0.95, "probes": 0.95, "composition": 0.90, "filler": 0.90, "overwrite": 0.90, "multi_token": 0.90}
 
@@ -78,7 +79,7 @@ def main() -> None:
         folder = run(args.out / split, model, args.model, cases, split, spec)
         multi = {c.id for c in cases if len(model.tokenizer.encode(" " + c.value_old)) > 1}
         print(f"\n### {split} split ({len(cases)} cases, greedy, chat template)\n")
-        print(table(quality(rime.read_rows(folder.folder), multi)))
+        print(table(quality(read_rows(folder.folder), multi)))
 
 
 if __name__ == "__main__":

@@ -19,7 +19,8 @@ from pathlib import Path
 from tqdm import tqdm
 
 import rwkv_jax
-from rime.corpus import MIXES, TrainingCorpus
+from rime.chat import TrainingCorpus
+from rime.data.corpus import MIXES
 from rwkv_jax.checkpoint import resolve, save
 from rwkv_jax.tokenizer import Tokenizer, save_vocab, subset_vocab, world_tokenizer
 from rwkv_jax.train import TrainConfig, final_params, train

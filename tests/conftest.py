@@ -54,7 +54,7 @@ def run_model_dir(tmp_path_factory, run_cases):
     """A saved random 2-layer model whose vocab covers the run cases' texts."""
     import rime
     import rwkv_jax
-    from rime import protocol
+    from rime.eval import protocol
     from rwkv_jax.tokenizer import subset_vocab, world_tokenizer
 
     texts = []

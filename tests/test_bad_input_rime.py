@@ -13,9 +13,9 @@ from pathlib import Path
 import pytest
 
 import rime
-from rime import protocol, rows
 from rime.__main__ import main
-from rime.protocol import Spec, parse_method
+from rime.eval import protocol, rows
+from rime.eval.protocol import Spec, parse_method
 
 ROOT = Path(__file__).resolve().parent.parent
 RUN_FLAGS = ["--filler", "0,1", "--max-new-tokens", "4", "--batch-size", "8"]

@@ -13,7 +13,7 @@ import rime
 import rwkv_jax
 from editing import CaseEdit, get_method, keys, locate, writes
 from editing.calibration import calibrate_batch, read
-from rime import protocol
+from rime.eval import protocol
 from rwkv_jax.bundle import Model
 from rwkv_jax.chat import chat_prompt
 

@@ -6,7 +6,7 @@ import re
 import pytest
 
 import rime
-from rime.content import content
+from rime.data.content import content
 from rwkv_jax.tokenizer import world_tokenizer
 
 

@@ -7,7 +7,8 @@ import re
 import pytest
 
 import rime
-from rime.content import content
+from rime.chat import dialogues
+from rime.data.content import content
 from rwkv_jax.chat import turn
 
 TURN = re.compile(r"(User|Assistant): (.*?)\n\n", re.DOTALL)
@@ -32,7 +33,7 @@ VALUES = {key: phrases(prop.values) for key, prop in content().properties.items(
 
 @pytest.fixture(scope="module")
 def sample():
-    return list(itertools.islice(rime.dialogues(seed=0), 400))
+    return list(itertools.islice(dialogues(seed=0), 400))
 
 
 def owner_of(answer):
@@ -122,9 +123,9 @@ def test_bindings_vary_between_dialogues(sample):
 
 
 def test_same_seed_same_corpus_other_seed_differs(sample):
-    again = list(itertools.islice(rime.dialogues(seed=0), 20))
+    again = list(itertools.islice(dialogues(seed=0), 20))
     assert again == sample[:20]
-    other = list(itertools.islice(rime.dialogues(seed=1), 20))
+    other = list(itertools.islice(dialogues(seed=1), 20))
     assert not set(other) & set(sample[:20])
 
 
@@ -158,7 +159,7 @@ def test_vocabulary_lists_every_word_of_cases_and_dialogues(sample):
 def test_training_corpus_draws_from_the_callers_rng_and_cuts_questions_before_the_answer():
     import random
 
-    from rime.corpus import TrainingCorpus
+    from rime.chat import TrainingCorpus
 
     corpus = TrainingCorpus(exclude=frozenset())
     assert corpus.dialogue(random.Random(3)) == corpus.dialogue(random.Random(3))
@@ -173,7 +174,7 @@ def test_training_corpus_draws_from_the_callers_rng_and_cuts_questions_before_th
 def test_training_corpus_skips_excluded_dialogues():
     import random
 
-    from rime.corpus import TrainingCorpus
+    from rime.chat import TrainingCorpus
 
     first = TrainingCorpus(exclude=frozenset()).dialogue(random.Random(9))
     passage = first.split("\n\n")[0].removeprefix("User: ")
@@ -183,7 +184,7 @@ def test_training_corpus_skips_excluded_dialogues():
 def test_binding_mix_asks_the_people_who_do_not_hold_the_shared_value():
     import random
 
-    from rime import corpus
+    from rime.data import corpus
 
     asked = 0
     for seed in range(200):
@@ -206,7 +207,7 @@ def test_binding_mix_asks_the_people_who_do_not_hold_the_shared_value():
 def test_ask_main_asks_everyone_holding_the_main_property():
     import random
 
-    from rime import corpus
+    from rime.data import corpus
 
     positions = set()
     for seed in range(200):
@@ -228,7 +229,7 @@ def test_ask_main_asks_everyone_holding_the_main_property():
 def test_roll_call_asks_every_holder_of_the_main_property_once():
     import random
 
-    from rime import corpus
+    from rime.data import corpus
 
     for seed in range(30):
         rng = random.Random(seed)
@@ -246,7 +247,7 @@ def test_roll_call_asks_every_holder_of_the_main_property_once():
 def test_drill_asks_holders_of_the_main_property_with_replacement():
     import random
 
-    from rime import corpus
+    from rime.data import corpus
 
     repeated = 0
     for seed in range(60):
@@ -265,7 +266,7 @@ def test_drill_asks_holders_of_the_main_property_with_replacement():
 def test_plain_passages_state_only_the_main_property_of_two_to_five_people():
     import random
 
-    from rime import corpus
+    from rime.data import corpus
 
     mix = corpus.MIXES["plain-drill"]
     for seed in range(60):
@@ -284,7 +285,7 @@ def test_plain_passages_state_only_the_main_property_of_two_to_five_people():
 def test_rosters_and_recitals_put_each_value_right_after_its_name():
     import random
 
-    from rime import corpus
+    from rime.data import corpus
 
     mix = corpus.MIXES["roster-drill"]
     rosters = recitals = 0
@@ -318,7 +319,7 @@ def test_rosters_and_recitals_put_each_value_right_after_its_name():
 def test_default_mix_never_asks_by_uniqueness_or_main_property():
     import random
 
-    from rime import corpus
+    from rime.data import corpus
 
     default = corpus.MIXES["default"]
     assert (default.ask_unique, default.ask_main, default.recent, default.roll_call, default.drill,

@@ -7,7 +7,7 @@ import yaml
 
 import rime
 from rime.__main__ import main
-from rime.storage import features
+from rime.data.hub import features
 
 SMALL = {"seed": 4, "test_size": 6, "dev_size": 3}
 

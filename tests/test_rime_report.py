@@ -8,10 +8,11 @@ import numpy as np
 import pytest
 from matplotlib.patches import Rectangle
 
-from rime import figures
-from rime.report import Analysis, Difference, Rate, difference, headline_summary, markdown, write_report
-from rime.rows import CONFIG, ROWS
-from rime.scoring import bootstrap_difference
+from rime.eval import figures
+from rime.eval.analysis import Analysis, Difference, Rate, difference
+from rime.eval.report import headline_summary, markdown, write_report
+from rime.eval.rows import CONFIG, ROWS
+from rime.eval.scoring import bootstrap_difference
 
 SCORES = ("correct_raw", "correct_stripped", "old_stripped", "new_stripped", "others_stripped")
 PARAMS = {"distractor_count": 2, "overwrite_count": 0, "composition_hop": False, "multi_prop_count": 1,

@@ -18,12 +18,14 @@ import editing
 import rime
 import rwkv_jax
 from editing import get_method
-from rime import protocol, rows
 from rime.__main__ import main
-from rime.evaluate import Evaluator
-from rime.protocol import Spec
-from rime.report import load, write_report
-from rime.runner import Progress, run
+from rime.chat import chat_text
+from rime.eval import protocol, rows
+from rime.eval.analysis import load
+from rime.eval.evaluate import Evaluator
+from rime.eval.protocol import Spec
+from rime.eval.report import write_report
+from rime.eval.runner import Progress, run
 from rwkv_jax.chat import chat_prompt
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -78,9 +80,9 @@ def test_rows_follow_the_protocol_and_the_generation_api(reference, model, cases
     table = by_key(written)
     case = cases[0]
     q = protocol.questions(case)[0]
-    recipient = rime.chat_text(rime.recipient_messages(case))
+    recipient = chat_text(rime.recipient_messages(case))
     correction = get_method("in_context").text(protocol.case_edits(case)[0][0])
-    filler = {mode: rime.chat_text(rime.filler_turns(case, mode, 1)) for mode in rime.FILLER_MODES}
+    filler = {mode: chat_text(rime.filler_turns(case, mode, 1)) for mode in rime.FILLER_MODES}
     contexts = {
         ("none", protocol.NO_FILLER, 0): recipient,
         ("in_context", protocol.NO_FILLER, 0): recipient + correction,

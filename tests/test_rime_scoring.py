@@ -6,9 +6,10 @@ import math
 
 import pytest
 
-from rime.report import OUTCOMES, Analysis, Rate, headline_table, write_report
-from rime.rows import CONFIG, ROWS
-from rime.scoring import contains_any, score, wilson
+from rime.eval.analysis import OUTCOMES, Analysis, Rate
+from rime.eval.report import headline_table, write_report
+from rime.eval.rows import CONFIG, ROWS
+from rime.eval.scoring import contains_any, score, wilson
 
 
 def test_matching_ignores_case_and_accepts_any_alias():

@@ -1,10 +1,14 @@
-"""RIME as a publishable Hugging Face dataset: one parquet file per split and a dataset card.
+"""RIME in Hugging Face form: a `DatasetDict` with explicit features, and a publishable dataset
+(one parquet file per split and a dataset card). All `datasets` calls live here.
+
+The DatasetDict keeps the case's own shape: nested fields are Arrow structs and lists under explicit
+`features()`, so rows read back are exactly the JSON records and go through the same validation.
 
 `write_hub(splits, folder)` writes `folder/data/<split>-00000-of-00001.parquet` and
 `folder/README.md`, whose YAML front matter (configs, features, splits, license) is what the Hub
 and `datasets.load_dataset(folder)` read: the folder loads offline with the same features as
-`rime.storage.features()`, and can be uploaded as it is. The card's field list is the one in
-`rime.schema`'s docstring, so the two cannot drift apart.
+`features()`, and can be uploaded as it is. The card's field list is the one in
+`rime.data.schema`'s docstring, so the two cannot drift apart.
 """
 
 from __future__ import annotations
@@ -12,10 +16,16 @@ from __future__ import annotations
 import os
 import re
 from pathlib import Path
+from typing import Any
 
-from rime import schema
-from rime.schema import Case
-from rime.storage import to_dataset_dict
+import datasets
+from datasets.info import DatasetInfosDict
+from datasets.utils.metadata import MetadataConfigs
+from huggingface_hub import DatasetCardData
+
+from rime.data import schema
+from rime.data.errors import CaseError
+from rime.data.schema import Case
 
 LICENSE = "apache-2.0"  # the project's license (pyproject.toml), which covers the generated data
 CITATION = """@misc{chang2026runtime,
@@ -27,12 +37,64 @@ CITATION = """@misc{chang2026runtime,
 }"""
 
 
+def features() -> Any:
+    """The Arrow schema of a case (a `datasets.Features`)."""
+    text, texts, integer = datasets.Value("string"), datasets.List(datasets.Value("string")), datasets.Value("int64")
+    edit = {"style": text, "source": text, "dst": text}
+    return datasets.Features({
+        "id": text, "split": text, "entity": text, "property": text, "value_old": text, "value_new": text,
+        "recipient": {"passages": texts, "entity_order": texts, "target_position": integer},
+        "edits": datasets.List(edit), "queries": texts, "expected_answer_substring": text,
+        "probe_queries": datasets.List({"query": text, "expected": text, "kind": text}),
+        "params": {"distractor_count": integer, "overwrite_count": integer,
+                   "composition_hop": datasets.Value("bool"), "multi_prop_count": integer,
+                   "stack_depth": integer, "conflict_marker": text, "recipient_richness": text,
+                   "edit_style": text, "target_position": integer},
+        "aliases": texts, "old_aliases": texts,
+        "stack": datasets.List({"value_old": text, "value_new": text, **edit}),
+        "multi": datasets.List({"property": text, "value_old": text, "value_new": text,
+                                "edits": datasets.List(edit), "queries": texts}),
+        "wrong_entity": text,
+    })
+
+
+def to_dataset_dict(splits: dict[str, list[Case]]) -> Any:
+    """The splits as a `datasets.DatasetDict`, one row per case."""
+    schema = features()
+    return datasets.DatasetDict({
+        name: datasets.Dataset.from_list([c.to_dict() for c in cases], features=schema)
+        for name, cases in splits.items()
+    })
+
+
+def read_saved(path: Path, split: str | None) -> list[Case]:
+    """The cases of a `save_to_disk` folder: a Dataset, all splits of a DatasetDict, or one `split`."""
+    data = datasets.load_from_disk(str(path))
+    if isinstance(data, datasets.Dataset):
+        parts = {None: data}
+    elif split is None:
+        parts = dict(data)
+    elif split in data:
+        parts = {split: data[split]}
+    else:
+        raise KeyError(f"{path} has no split {split!r}; it has {sorted(data)}")
+    cases = []
+    for name, part in parts.items():
+        for i, row in enumerate(part.to_list()):
+            try:
+                cases.append(Case.from_dict(row))
+            except CaseError as err:
+                err.where = f"{path}[{name}][{i}]" if name else f"{path}[{i}]"
+                raise
+    return cases
+
+
 def _fields() -> str:
-    """The field table of `rime.schema`'s docstring, as a code block."""
+    """The field table of `rime.data.schema`'s docstring, as a code block."""
     doc = schema.__doc__ or ""
     table = re.search(r"\n\n((?:    .*\n)+)\n", doc)
     if table is None:
-        raise RuntimeError("rime.schema's docstring lost its field table")
+        raise RuntimeError("rime.data.schema's docstring lost its field table")
     return "```\n" + "\n".join(line[4:] for line in table.group(1).splitlines()) + "\n```"
 
 
@@ -85,15 +147,8 @@ Method and Its Limits" (Martin Chang, AINekko, 2026):
 
 def write_hub(splits: dict[str, list[Case]], folder: str | os.PathLike, *, seed: int | None = None) -> Path:
     """Writes the parquet files and the dataset card into `folder` (created if needed)."""
-    import datasets
-    from datasets.info import DatasetInfosDict
-    from datasets.utils.metadata import MetadataConfigs
-    from huggingface_hub import DatasetCardData
-
-    from rwkv_jax.atomic import make_dirs  # imports jax; only writing needs it
-
-    folder = make_dirs(folder)
-    make_dirs(folder / "data")
+    folder = Path(folder).absolute()
+    (folder / "data").mkdir(parents=True, exist_ok=True)
     data = to_dataset_dict(splits)
     for name, part in data.items():
         part.to_parquet(str(folder / "data" / f"{name}-00000-of-00001.parquet"))

@@ -113,7 +113,7 @@ def template_slots(template: str) -> set[str]:
 
 
 def _read(filename: str) -> Any:
-    return json.loads(resources.files("rime").joinpath("data", filename).read_text("utf-8"))
+    return json.loads(resources.files("rime.data").joinpath(filename).read_text("utf-8"))
 
 
 def _check_template(where: str, template: str, allowed: set[str], statement: bool) -> None:

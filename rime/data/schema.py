@@ -14,7 +14,7 @@ A case is one JSON object (`Case.to_dict` writes it, `Case.from_dict` reads and 
     probe_queries              [{query, expected, kind}]: facts the edit must leave alone; kind is
                                other_entity, same_entity (crosstalk) or same_value_distractor (another
                                person holding value_old)
-    params                     the control-axis vector (see `rime.axes`) plus target_position
+    params                     the control-axis vector (see `rime.data.axes`) plus target_position
     aliases                    every accepted answer after the edit (the alias set for composition)
     old_aliases                answers showing the old fact survived
     stack                      stack_depth > 1: [{value_old, value_new, style, source, dst}] applied in
@@ -32,8 +32,8 @@ distractor_count = len(entity_order) - 1, overwrite_count = 0, composition_hop =
 multi_prop_count = 1 + len(multi), stack_depth = max(1, len(stack)), conflict_marker = "none",
 recipient_richness = "bare", edit_style = edits[0].style, target_position = recipient.target_position.
 
-Errors are `rime.errors.CaseError` subclasses naming the case id and the field path, one class per
-kind of fault; `rime.checks` holds the rules beyond JSON types.
+Errors are `rime.data.errors.CaseError` subclasses naming the case id and the field path, one class per
+kind of fault; `rime.data.checks` holds the rules beyond JSON types.
 """
 
 from __future__ import annotations
@@ -44,10 +44,10 @@ import re
 from dataclasses import dataclass
 from typing import Any
 
-from rime.axes import AXES, Cell
-from rime.checks import case_texts, check_case, mentions
-from rime.content import content
-from rime.errors import FieldTypeError, MissingFieldError, UnknownFieldError
+from rime.data.axes import AXES, Cell
+from rime.data.checks import case_texts, check_case, mentions
+from rime.data.content import content
+from rime.data.errors import FieldTypeError, MissingFieldError, UnknownFieldError
 
 _REQUIRED = object()
 
@@ -198,7 +198,7 @@ class Case:
 
 
 # ---------------------------------------------------------------------------------------------------
-# Reading: JSON types, presence and unknown fields; `rime.checks` does the rest when the Case is built.
+# Reading: JSON types, presence and unknown fields; `rime.data.checks` does the rest when the Case is built.
 
 
 _KINDS = {str: "a string", int: "an integer", bool: "a boolean", list: "a list", dict: "an object"}

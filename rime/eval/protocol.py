@@ -20,11 +20,12 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from editing import CaseEdit, EditMethod, get_method
-from rime.checks import mentions
-from rime.content import content
-from rime.schema import Case
-from rime.scoring import contains_any
-from rime.turns import FILLER_MODES, MAX_FILLER_TURNS, chat_text, filler_turns, recipient_messages
+from rime.chat import chat_text
+from rime.data.checks import mentions
+from rime.data.content import content
+from rime.data.schema import Case
+from rime.data.turns import FILLER_MODES, MAX_FILLER_TURNS, filler_turns, recipient_messages
+from rime.eval.scoring import contains_any
 from rwkv_jax.chat import chat_prompt
 
 HEADLINE_METHODS = ("delta", "null", "in_context")

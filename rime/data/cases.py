@@ -12,10 +12,10 @@ from __future__ import annotations
 import random
 from itertools import pairwise
 
-from rime.axes import Cell
-from rime.content import Property, content
-from rime.schema import Case, Edit, JointEdit, Params, Probe, Recipient, StackStep
-from rime.sentences import edit_pair, queries, query, recipient_passages
+from rime.data.axes import Cell
+from rime.data.content import Property, content
+from rime.data.schema import Case, Edit, JointEdit, Params, Probe, Recipient, StackStep
+from rime.data.sentences import edit_pair, queries, query, recipient_passages
 
 QUERIES_PER_CASE = 3
 QUERIES_PER_JOINT_EDIT = 2

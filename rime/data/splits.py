@@ -18,10 +18,10 @@ import random
 from collections import Counter, defaultdict
 from collections.abc import Hashable, Iterable, Sequence
 
-from rime.axes import AXES, Cell, admissible_cells, grid_size, stratum
-from rime.content import content
-from rime.generate import make_case
-from rime.schema import Case
+from rime.data.axes import AXES, Cell, admissible_cells, grid_size, stratum
+from rime.data.cases import make_case
+from rime.data.content import content
+from rime.data.schema import Case
 
 DEFAULT_SEED = 0
 TEST_SIZE = 215

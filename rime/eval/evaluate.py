@@ -15,9 +15,10 @@ from collections.abc import Iterator, Sequence
 import jax
 import numpy as np
 
-from rime import kernels
-from rime.kernels import Layout
-from rime.protocol import (
+from rime.data.schema import Case
+from rime.eval import kernels
+from rime.eval.kernels import Layout
+from rime.eval.protocol import (
     NO_FILLER,
     WRONG_ENTITY,
     Branch,
@@ -30,8 +31,7 @@ from rime.protocol import (
     questions,
     recipient_text,
 )
-from rime.schema import Case
-from rime.scoring import score
+from rime.eval.scoring import score
 from rwkv_jax.batch import Reader, concat, encode, pad, put_rows, take
 from rwkv_jax.bundle import Model
 from rwkv_jax.chat import STOP

@@ -19,7 +19,8 @@ import numpy as np  # noqa: E402
 from matplotlib.patches import Patch  # noqa: E402
 from matplotlib.ticker import FuncFormatter, PercentFormatter  # noqa: E402
 
-from rime.report import ANSWERS, BASELINE, OTHER_TEXT, OUTCOMES, WRONG_ENTITY, Analysis, Difference, Rate  # noqa: E402
+from rime.eval.analysis import ANSWERS, BASELINE, OTHER_TEXT, OUTCOMES, Analysis, Difference, Rate  # noqa: E402
+from rime.eval.protocol import WRONG_ENTITY  # noqa: E402
 
 FILES = {"headline": "fig1_headline.png", "difficulty": "fig2_difficulty.png",
          "decay": "fig3_filler_decay.png", "blast": "fig4_blast_radius.png", "frontier": "fig5_frontier.png"}

@@ -6,7 +6,7 @@ import re
 import pytest
 
 import rime
-from rime.content import content
+from rime.data.content import content
 
 # The axis values and exclusion rules as the issue and the paper state them.
 AXIS_VALUES = {

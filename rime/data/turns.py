@@ -5,11 +5,11 @@ the exact shape the benchmark feeds it."""
 from __future__ import annotations
 
 import random
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable
 
-from rime.content import Filler, content
-from rime.errors import FieldValueError
-from rime.schema import Case
+from rime.data.content import Filler, content
+from rime.data.errors import FieldValueError
+from rime.data.schema import Case
 
 FILLER_MODES = ("neutral", "adversarial")
 MAX_FILLER_TURNS = 6
@@ -71,10 +71,3 @@ def filler_turns(case: Case, mode: str, k: int) -> list[Message]:
                               f"and values; {MAX_FILLER_TURNS} are needed")
     chosen = random.Random(f"fillers:{case.id}:{mode}").sample(usable, MAX_FILLER_TURNS)
     return [m for f in chosen[:k] for m in (("user", f.user), ("assistant", f.assistant))]
-
-
-def chat_text(messages: Sequence[Message]) -> str:
-    """Finished chat turns in the G1 format (`User: ...\\n\\nAssistant: ...\\n\\n`)."""
-    from rwkv_jax.chat import turn  # importing rwkv_jax loads jax; only this function needs it
-
-    return "".join(turn(role, text) for role, text in messages)

@@ -18,11 +18,11 @@ import jax
 import numpy as np
 
 from editing import Selection
-from rime.evaluate import DEFAULT_BATCH, Evaluator
-from rime.protocol import Spec, row_keys
-from rime.rows import RunFolder
-from rime.schema import Case
-from rime.turns import filler_turns
+from rime.data.schema import Case
+from rime.data.turns import filler_turns
+from rime.eval.evaluate import DEFAULT_BATCH, Evaluator
+from rime.eval.protocol import Spec, row_keys
+from rime.eval.rows import RunFolder
 from rwkv_jax.bundle import Model
 from rwkv_jax.chat import STOP
 
@@ -99,7 +99,7 @@ def run(out: str | os.PathLike, model: Model, model_ref: str, cases: Sequence[Ca
     folder, closed.
 
     Everything is checked (`check`) before the folder is touched, and the folder is locked while
-    the run writes: a second run on it raises `rime.rows.RunLockedError`. `on_start` hears the row
+    the run writes: a second run on it raises `rime.eval.rows.RunLockedError`. `on_start` hears the row
     counts once the folder is read; `on_rows` hears each appended group's row count. With several
     processes (`jax.distributed`), every process runs the same call and process 0 writes.
     """

@@ -21,10 +21,10 @@ import random
 import re
 from collections.abc import Collection, Iterable, Iterator
 
-from rime.axes import AXES
-from rime.content import content
-from rime.schema import Case
-from rime.sentences import (
+from rime.data.axes import AXES
+from rime.data.content import content
+from rime.data.schema import Case
+from rime.data.sentences import (
     canonical_template,
     edit_writer,
     query,
@@ -33,8 +33,8 @@ from rime.sentences import (
     roster,
     roster_items,
 )
-from rime.storage import load
-from rime.turns import Message, avoiding, chat_text, filler_pool
+from rime.data.storage import load
+from rime.data.turns import Message, avoiding, filler_pool
 
 WORD = re.compile(r"[A-Za-z0-9]+|[^\sA-Za-z0-9]")
 _SLOT = re.compile(r"\{\w+\}")
@@ -223,55 +223,26 @@ def held_out_texts(cases: Iterable[Case]) -> frozenset[str]:
     return frozenset(texts)
 
 
-def _bundled_held_out() -> frozenset[str]:
+def bundled_held_out() -> frozenset[str]:
+    """The user-side texts of the bundled dev and test splits, which no training dialogue contains."""
     return held_out_texts([*load("test"), *load("dev")])
 
 
-def _admissible(messages: list[Message], exclude: Collection[str]) -> bool:
-    return not any(role == "user" and text in exclude for role, text in messages)
+def admissible_dialogue(rng: random.Random, mix: Mix, exclude: Collection[str]) -> list[Message]:
+    """The next dialogue of `sample_dialogue(rng, mix)` with no user turn in `exclude`."""
+    while True:
+        messages = sample_dialogue(rng, mix)
+        if not any(role == "user" and text in exclude for role, text in messages):
+            return messages
 
 
 def dialogue_turns(seed: int, exclude: Collection[str] | None = None) -> Iterator[list[Message]]:
     """Endless dialogues as turns, deterministic in `seed`; any dialogue with a user turn in `exclude`
     (default: the bundled dev and test texts) is skipped."""
-    exclude = _bundled_held_out() if exclude is None else exclude
+    exclude = bundled_held_out() if exclude is None else exclude
     rng = random.Random(f"rime-corpus:{seed}")
     while True:
-        messages = sample_dialogue(rng)
-        if _admissible(messages, exclude):
-            yield messages
-
-
-def dialogues(seed: int, exclude: Collection[str] | None = None) -> Iterator[str]:
-    """Endless dialogues as G1 chat text (`User: ...\\n\\nAssistant: ...\\n\\n`)."""
-    return map(chat_text, dialogue_turns(seed, exclude))
-
-
-class TrainingCorpus:
-    """The corpus in the shape `rwkv_jax.train` draws from: the caller's RNG drives every draw, so
-    a training batch is a pure function of its (seed, step)."""
-
-    def __init__(self, exclude: Collection[str] | None = None, mix: Mix = MIXES["default"]):
-        self.exclude = _bundled_held_out() if exclude is None else exclude
-        self.mix = mix
-
-    def _turns(self, rng: random.Random) -> list[Message]:
-        while not _admissible(messages := sample_dialogue(rng, self.mix), self.exclude):
-            pass
-        return messages
-
-    def dialogue(self, rng: random.Random) -> str:
-        return chat_text(self._turns(rng))
-
-    def questions(self, rng: random.Random, n: int) -> list[tuple[str, str]]:
-        """(prompt ending in `Assistant:`, expected reply): a dialogue cut before its last answer."""
-        from rwkv_jax.chat import chat_prompt
-
-        pairs = []
-        for _ in range(n):
-            *context, (_, answer) = self._turns(rng)
-            pairs.append((chat_prompt(context), answer))
-        return pairs
+        yield admissible_dialogue(rng, MIXES["default"], exclude)
 
 
 def vocabulary() -> frozenset[str]:

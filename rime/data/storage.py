@@ -1,9 +1,6 @@
-"""Reading and writing RIME splits: JSONL in the paper's format, a Hugging Face `DatasetDict`, and
-the splits bundled as package data (`rime/data/{test,dev}.jsonl`, the default seed's build, so they
-load offline; regenerate them with `python -m rime build --jsonl-only --out rime/data`).
-
-The DatasetDict keeps the case's own shape: nested fields are Arrow structs and lists under explicit
-`features()`, so rows read back are exactly the JSON records and go through the same validation.
+"""Reading and writing RIME splits: JSONL in the paper's format, a Hugging Face `DatasetDict`
+(`rime.data.hub`), and the splits bundled as package data (`rime/data/{test,dev}.jsonl`, the default
+seed's build, so they load offline; regenerate them with `python -m rime build --jsonl-only --out rime/data`).
 """
 
 from __future__ import annotations
@@ -14,11 +11,11 @@ import sys
 from collections.abc import Iterable, Iterator
 from importlib import resources
 from pathlib import Path
-from typing import Any
 
-from rime.errors import CaseError
-from rime.schema import Case
-from rime.turns import FILLER_MODES, MAX_FILLER_TURNS, filler_turns
+from rime.data.errors import CaseError
+from rime.data.hub import read_saved, to_dataset_dict
+from rime.data.schema import Case
+from rime.data.turns import FILLER_MODES, MAX_FILLER_TURNS, filler_turns
 
 BUNDLED_SPLITS = ("test", "dev")
 HF_DIRNAME = "hf"
@@ -102,46 +99,10 @@ def filler_warnings(path: str | os.PathLike) -> list[str]:
     return warnings
 
 
-def features() -> Any:
-    """The Arrow schema of a case (a `datasets.Features`)."""
-    import datasets  # heavy; only the Hugging Face paths need it
-
-    text, texts, integer = datasets.Value("string"), datasets.List(datasets.Value("string")), datasets.Value("int64")
-    edit = {"style": text, "source": text, "dst": text}
-    return datasets.Features({
-        "id": text, "split": text, "entity": text, "property": text, "value_old": text, "value_new": text,
-        "recipient": {"passages": texts, "entity_order": texts, "target_position": integer},
-        "edits": datasets.List(edit), "queries": texts, "expected_answer_substring": text,
-        "probe_queries": datasets.List({"query": text, "expected": text, "kind": text}),
-        "params": {"distractor_count": integer, "overwrite_count": integer,
-                   "composition_hop": datasets.Value("bool"), "multi_prop_count": integer,
-                   "stack_depth": integer, "conflict_marker": text, "recipient_richness": text,
-                   "edit_style": text, "target_position": integer},
-        "aliases": texts, "old_aliases": texts,
-        "stack": datasets.List({"value_old": text, "value_new": text, **edit}),
-        "multi": datasets.List({"property": text, "value_old": text, "value_new": text,
-                                "edits": datasets.List(edit), "queries": texts}),
-        "wrong_entity": text,
-    })
-
-
-def to_dataset_dict(splits: dict[str, list[Case]]) -> Any:
-    """The splits as a `datasets.DatasetDict`, one row per case."""
-    import datasets
-
-    schema = features()
-    return datasets.DatasetDict({
-        name: datasets.Dataset.from_list([c.to_dict() for c in cases], features=schema)
-        for name, cases in splits.items()
-    })
-
-
 def write_build(splits: dict[str, list[Case]], out: str | os.PathLike, hf: bool = True) -> list[Path]:
     """Writes `OUT/<split>.jsonl` for every split and, with `hf`, the DatasetDict under `OUT/hf`."""
-    from rwkv_jax.atomic import make_dirs  # imports jax; only writing needs it
-
     out = Path(out)
-    make_dirs(out)
+    out.mkdir(parents=True, exist_ok=True)
     written = []
     for name, cases in splits.items():
         write_jsonl(cases, out / f"{name}.jsonl")
@@ -152,33 +113,10 @@ def write_build(splits: dict[str, list[Case]], out: str | os.PathLike, hf: bool 
     return written
 
 
-def _read_saved(path: Path, split: str | None) -> list[Case]:
-    import datasets
-
-    data = datasets.load_from_disk(str(path))
-    if isinstance(data, datasets.Dataset):
-        parts = {None: data}
-    elif split is None:
-        parts = dict(data)
-    elif split in data:
-        parts = {split: data[split]}
-    else:
-        raise KeyError(f"{path} has no split {split!r}; it has {sorted(data)}")
-    cases = []
-    for name, part in parts.items():
-        for i, row in enumerate(part.to_list()):
-            try:
-                cases.append(Case.from_dict(row))
-            except CaseError as err:
-                err.where = f"{path}[{name}][{i}]" if name else f"{path}[{i}]"
-                raise
-    return cases
-
-
 def _jsonl(path_or_split: str | os.PathLike) -> tuple[bytes, str] | None:
     """A bundled split's or a JSONL file's bytes and label; None for a `save_to_disk` folder."""
     if isinstance(path_or_split, str) and path_or_split in BUNDLED_SPLITS:
-        data = resources.files("rime").joinpath("data", f"{path_or_split}.jsonl").read_bytes()
+        data = resources.files("rime.data").joinpath(f"{path_or_split}.jsonl").read_bytes()
         return data, f"rime/data/{path_or_split}.jsonl"
     path = Path(path_or_split)
     if path.is_file():
@@ -192,7 +130,7 @@ def load(path_or_split: str | os.PathLike, split: str | None = None) -> list[Cas
     write `./test` for a local file called `test`."""
     path = Path(path_or_split)
     if path.is_dir() and not (isinstance(path_or_split, str) and path_or_split in BUNDLED_SPLITS):
-        return _read_saved(path, split)
+        return read_saved(path, split)
     jsonl = _jsonl(path_or_split)
     if jsonl is not None and split is None:
         return _read_jsonl_bytes(*jsonl)

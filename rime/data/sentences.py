@@ -10,8 +10,8 @@ from __future__ import annotations
 import random
 from collections.abc import Callable, Sequence
 
-from rime.content import Property, content, render
-from rime.schema import Edit
+from rime.data.content import Property, content, render
+from rime.data.schema import Edit
 
 Facts = Sequence[tuple[str, str]]  # (property key, value) pairs of one person
 

@@ -8,11 +8,11 @@ import re
 from itertools import pairwise
 from typing import TYPE_CHECKING
 
-from rime.axes import AXES, PROBE_KINDS, violations
-from rime.errors import ExclusionError, FieldValueError, InconsistentCaseError
+from rime.data.axes import AXES, PROBE_KINDS, violations
+from rime.data.errors import ExclusionError, FieldValueError, InconsistentCaseError
 
 if TYPE_CHECKING:
-    from rime.schema import Case, Edit
+    from rime.data.schema import Case, Edit
 
 
 def mentions(text: str, name: str) -> bool:
