@@ -1,0 +1,30 @@
+"""The package layout the README promises: the dataset side loads no JAX, and nothing imports lazily."""
+
+import ast
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+# convert imports torch inside functions on purpose: torch is an optional dependency
+PACKAGES = ("editing", "rime", "rwkv_lm_eval")
+
+
+def test_importing_the_dataset_side_loads_no_jax():
+    code = "import sys, rime.data; print(sorted(m for m in sys.modules if m.split('.')[0] in ('jax', 'jaxlib')))"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT, check=True)
+    assert out.stdout.strip() == "[]", out.stdout
+
+
+@pytest.mark.parametrize("package", PACKAGES)
+def test_no_module_imports_inside_a_function(package):
+    """Function-local imports hide circles and costs; every import sits at a module's top."""
+    found = []
+    for path in sorted((ROOT / package).rglob("*.py")):
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
+                found += [f"{path.relative_to(ROOT)}:{inner.lineno}" for inner in ast.walk(node)
+                          if isinstance(inner, (ast.Import, ast.ImportFrom))]
+    assert not found, found
