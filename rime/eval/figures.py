@@ -17,7 +17,7 @@ matplotlib.use("Agg")  # files only, no display
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 from matplotlib.patches import Patch  # noqa: E402
-from matplotlib.ticker import FuncFormatter, PercentFormatter  # noqa: E402
+from matplotlib.ticker import FuncFormatter, MultipleLocator, PercentFormatter  # noqa: E402
 
 from rime.eval.analysis import ANSWERS, BASELINE, OTHER_TEXT, OUTCOMES, Analysis, Difference, Rate  # noqa: E402
 from rime.eval.protocol import WRONG_ENTITY  # noqa: E402
@@ -193,6 +193,7 @@ def difficulty(a: Analysis) -> plt.Figure:
             ax.text((low + 1) / 2, i, NOT_RUN, ha="center", va="center", fontsize="x-small", color="grey")
         ax.set_yticks(y, labels, fontsize="small")
         ax.set_xlim(low, 1.01)
+        ax.xaxis.set_major_locator(MultipleLocator(0.05 if low >= 0.7 else 0.1))  # whole percents only
         ax.xaxis.set_major_formatter(PercentFormatter(1.0, decimals=0))
         ax.grid(axis="x", alpha=0.3)
         ax.set_xlabel("edit accuracy, ft=0" + (f" (axis from {low:.0%})" if low else ""))
