@@ -72,7 +72,7 @@ class ReadAddressed(GroupMethod):
                       [e.value_old for e in cases], states, kind=self.keys, k=self.k)
         if not self.protect:
             return R, None
-        others = [question(name, e.property) for e in cases for name in other_people(e.entity, self.protect)]
+        others = [question(name, e.property) for e in cases for name in other_people(e.entity, e.people, self.protect)]
         repeated = take(states, np.repeat(np.arange(len(cases)), self.protect))
         kept = read_keys(p, c, model.tokenizer, others, [None] * len(others), repeated,
                          kind=self.keys, k=self.k)

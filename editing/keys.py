@@ -15,10 +15,8 @@ Both come out as orthonormal bases `[..., L, H, N, k]`, one key per column.
 from __future__ import annotations
 
 import functools
-import json
 import zlib
 from collections.abc import Sequence
-from importlib import resources
 from typing import Literal
 
 import jax
@@ -42,29 +40,12 @@ def question(entity: str, prop: str) -> str:
     return chat_prompt([("user", f"What is {entity}'s {prop}?")])
 
 
-def _bundled(name: str):
-    # the bundled benchmark's data (read lazily: rime depends on editing)
-    return json.loads(resources.files("rime").joinpath(f"data/{name}").read_text())
-
-
-@functools.cache
-def bundled_names() -> tuple[str, ...]:
-    """The bundled benchmark's list of first names."""
-    return tuple(_bundled("names.json"))
-
-
-@functools.cache
-def bundled_values(prop: str) -> tuple[str, ...]:
-    """The bundled benchmark's values of the property labelled `prop` ("vehicle"); none if unknown."""
-    return next((tuple(p["values"]) for p in _bundled("properties.json").values() if p["label"] == prop), ())
-
-
-def other_people(entity: str, n: int) -> list[str]:
-    """`n` names from the bundled name list, none of them `entity`, chosen by a hash of `entity`
-    (reproducible, and different people for different entities)."""
-    names = [m for m in bundled_names() if m != entity]
+def other_people(entity: str, people: Sequence[str], n: int) -> list[str]:
+    """`n` names from `people`, none of them `entity`, chosen by a hash of `entity` (reproducible,
+    and different people for different entities)."""
+    names = [m for m in people if m != entity]
     if not 0 <= n <= len(names):
-        raise ValueError(f"can protect 0..{len(names)} other people, asked for {n}")
+        raise ValueError(f"can protect 0..{len(names)} other people (CaseEdit.people), asked for {n}")
     start = zlib.crc32(entity.encode()) % len(names)
     return [names[(start + i) % len(names)] for i in range(n)]
 

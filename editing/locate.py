@@ -31,7 +31,6 @@ import jax.numpy as jnp
 import numpy as np
 
 from editing import algebra
-from editing.keys import bundled_names, bundled_values
 from editing.methods import CaseEdit, GroupMethod, ModelLike, _check_many, register
 from editing.select import Selection
 from rwkv_jax.batch import Encoder, Reader, pad, pad_rows, power_of_two
@@ -47,15 +46,15 @@ class EntityNotInTranscriptError(ValueError):
     """The transcript never mentions the entity, or never states its old value."""
 
 
-def span(tokenizer: Encoder, transcript: str, entity: str, value: str,
+def span(tokenizer: Encoder, transcript: str, entity: str, value: str, people: Sequence[str],
          alternatives: Sequence[str] = ()) -> tuple[list[int], int, int]:
     """The transcript's tokens and the token span `[start, end)` of the last statement of `value`
     for `entity`: the value's tokens where the nearest name mentioned before them is `entity`
-    (names: the bundled list and the entity). If it never states `value` for the entity, the
-    last statement of any of `alternatives`."""
+    (names: `people` and the entity). If it never states `value` for the entity, the last
+    statement of any of `alternatives`."""
     if not re.search(rf"\b{re.escape(entity)}\b", transcript):
         raise EntityNotInTranscriptError(f"the transcript never mentions {entity!r}")
-    people = "|".join(re.escape(n) for n in sorted({*bundled_names(), entity}, key=len, reverse=True))
+    people = "|".join(re.escape(n) for n in sorted({*people, entity}, key=len, reverse=True))
     mentions = [(m.start(), m.group()) for m in re.finditer(rf"\b({people})\b", transcript)]
 
     def last(values: Sequence[str]) -> re.Match | None:
@@ -138,9 +137,12 @@ class LocateEdit(GroupMethod):
         for i, case in enumerate(cases):
             if not case.transcript:
                 raise ValueError("locate reads the transcript that built the state; this case has none")
+            if not case.people:
+                raise ValueError("locate tells the entity's statements from other people's by name; "
+                                 "this case has no CaseEdit.people")
             try:
-                found_span = span(model.tokenizer, case.transcript, case.entity, case.value_old,
-                                  bundled_values(case.property))
+                found_span = span(model.tokenizer, case.transcript, case.entity, case.value_old, case.people,
+                                  case.values)
                 rows.append((*found_span, [model.tokenizer.encode(" " + v) for v in (case.value_new, case.value_old)]))
                 found.append(i)
             except EntityNotInTranscriptError:

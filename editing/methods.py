@@ -60,6 +60,11 @@ class CaseEdit:
         "The {property} of {entity} is now {value_new}."
       transcript: the chat text that built the live state, for methods that read it
         (`reads == "transcript"`); empty when the caller has none.
+      people: the names of the conversation's world, the entity among them or not: whom a method
+        may ask about to protect (`addressed`, `optimized`), and whose statements `locate` tells
+        apart from the entity's. Empty: methods that need them refuse the case.
+      values: the property's possible values ("hatchback", "minivan", ...), which `locate` falls
+        back on when the transcript never states value_old for the entity.
     """
 
     entity: str
@@ -71,13 +76,19 @@ class CaseEdit:
     p_same: str = ""
     correction: str = ""
     transcript: str = ""
+    people: tuple[str, ...] = ()
+    values: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
         for f in dataclasses.fields(self):
             value = getattr(self, f.name)
-            if not isinstance(value, str):
+            if f.name in ("people", "values"):
+                if isinstance(value, str) or not all(isinstance(v, str) and v for v in value):
+                    raise TypeError(f"CaseEdit.{f.name} must be a sequence of non-empty str, got {value!r}")
+                object.__setattr__(self, f.name, tuple(value))
+            elif not isinstance(value, str):
                 raise TypeError(f"CaseEdit.{f.name} must be a str, got {type(value).__name__}")
-            if not value and f.default is dataclasses.MISSING:
+            elif not value and f.default is dataclasses.MISSING:
                 raise ValueError(f"CaseEdit.{f.name} must not be empty")
 
     @property

@@ -106,7 +106,7 @@ class OptimizedEdit(GroupMethod):
                                      cfg.vocab_size))
         prompt_lengths = np.array([len(tok.encode(p)) for p in prompts], np.int32)
         others, other_lengths = pad(encode(
-            tok, [question(o, c.property) for c in cases for o in other_people(c.entity, O)], cfg.vocab_size))
+            tok, [question(o, c.property) for c in cases for o in other_people(c.entity, c.people, O)], cfg.vocab_size))
         others, other_lengths = others.reshape(B, O, -1), other_lengths.reshape(B, O)
         select = Selection(self.layers, "wkv")
         mask = jnp.asarray(select.layer_mask(cfg.n_layer))[:, None, None, None]

@@ -17,10 +17,12 @@ from rime.eval import protocol
 from rwkv_jax.bundle import Model
 from rwkv_jax.chat import chat_prompt
 
+PEOPLE = ("Aarav", "Abena", "Esme", "Ines", "Rohan", "Silas", "Tomas")
+VEHICLES = ("hatchback", "minivan", "tractor", "pickup truck")
 CASE = CaseEdit(entity="Rohan", property="vehicle", value_old="hatchback", value_new="minivan",
-                p_old="Rohan drives a hatchback.", p_new="Rohan drives a minivan.")
+                p_old="Rohan drives a hatchback.", p_new="Rohan drives a minivan.", people=PEOPLE, values=VEHICLES)
 OTHER = CaseEdit(entity="Esme", property="vehicle", value_old="hatchback", value_new="tractor",
-                 p_old="Esme drives a hatchback.", p_new="Esme drives a tractor.")
+                 p_old="Esme drives a hatchback.", p_new="Esme drives a tractor.", people=PEOPLE, values=VEHICLES)
 
 
 @pytest.fixture(scope="module")
@@ -51,11 +53,11 @@ def test_own_question_names_the_entity_and_property_only():
 
 
 def test_other_people_come_from_the_name_list_without_the_entity():
-    names = keys.other_people("Aarav", 5)
+    names = keys.other_people("Aarav", PEOPLE, 5)
     assert len(set(names)) == 5 and "Aarav" not in names
-    assert names == keys.other_people("Aarav", 5) != keys.other_people("Abena", 5)
-    with pytest.raises(ValueError, match="can protect 0..401 other people"):
-        keys.other_people("Aarav", 1000)
+    assert names == keys.other_people("Aarav", PEOPLE, 5) != keys.other_people("Abena", PEOPLE, 5)
+    with pytest.raises(ValueError, match=r"can protect 0..6 other people \(CaseEdit.people\)"):
+        keys.other_people("Aarav", PEOPLE, 7)
 
 
 @pytest.mark.parametrize("kind", ["gradient", "receptance"])
@@ -128,7 +130,7 @@ def test_apply_many_equals_a_loop_over_cases(model, recipients, spec):
     out = method.apply_many(recipients, model, [CASE, OTHER])
     for i, case in enumerate([CASE, OTHER]):
         one = method.apply(item(recipients, i), model, case)
-        np.testing.assert_allclose(out.wkv[i], one.wkv, rtol=1e-4, atol=1e-5)
+        np.testing.assert_allclose(out.wkv[i], one.wkv, rtol=1e-4, atol=2e-5)  # fp32 reassociation between batch sizes
 
 
 def test_new_cases_of_the_same_shape_reuse_the_compiled_kernels(model, recipients, monkeypatch):
@@ -220,17 +222,17 @@ LOCATED = dataclasses.replace(CASE, transcript=TRANSCRIPT)
 
 
 def test_locate_finds_the_entitys_statement_not_another_persons(model):
-    tokens, start, end = locate.span(model.tokenizer, TRANSCRIPT, "Rohan", "hatchback")
+    tokens, start, end = locate.span(model.tokenizer, TRANSCRIPT, "Rohan", "hatchback", PEOPLE)
     assert model.tokenizer.decode(tokens[start:end]) == " hatchback"
     assert TRANSCRIPT.encode()[:len(model.tokenizer.decode(tokens[:start]).encode())].endswith(b"owns a")
     with pytest.raises(editing.EntityNotInTranscriptError, match="never mentions 'Esme'"):
-        locate.span(model.tokenizer, TRANSCRIPT, "Esme", "hatchback")
+        locate.span(model.tokenizer, TRANSCRIPT, "Esme", "hatchback", PEOPLE)
     with pytest.raises(editing.EntityNotInTranscriptError, match="never states 'minivan' for 'Rohan'"):
-        locate.span(model.tokenizer, TRANSCRIPT, "Rohan", "minivan")
+        locate.span(model.tokenizer, TRANSCRIPT, "Rohan", "minivan", PEOPLE)
 
 
 def test_locate_writes_the_new_values_difference_decayed_to_the_present(model):
-    tokens, start, end = locate.span(model.tokenizer, TRANSCRIPT, "Rohan", "hatchback")
+    tokens, start, end = locate.span(model.tokenizer, TRANSCRIPT, "Rohan", "hatchback", PEOPLE)
     p, cfg = model.params, model.cfg
     run = lambda t, s=None: rwkv_jax.model.forward(p, cfg, np.array(t, np.int32), s)[1]
     live, old, before = run(tokens), run(tokens[:end]), run(tokens[:start])
@@ -265,6 +267,8 @@ def test_locate_by_a_name_the_transcript_lacks_keeps_or_raises(model, recipients
         get_method("locate", missing="raise").apply_many(recipients, model, [LOCATED, stranger])
     with pytest.raises(ValueError, match="this case has none"):
         get_method("locate").apply_many(recipients, model, [CASE, stranger])
+    with pytest.raises(ValueError, match="no CaseEdit.people"):
+        get_method("locate").apply_many(recipients, model, [dataclasses.replace(LOCATED, people=()), stranger])
     with pytest.raises(ValueError, match="missing must be one of"):
         get_method("locate", missing="ignore")
     assert get_method("locate").reads == "transcript"

@@ -49,23 +49,23 @@ def all_values():
 
 def test_no_case_breaks_an_exclusion_rule(cases):
     for case in cases:
-        broken = [name for name, rule in RULES.items() if rule(case.params)]
+        broken = [name for name, rule in RULES.items() if rule(case.params.cell)]
         assert not broken, (case.id, broken)
 
 
 def test_every_case_sits_on_the_axis_grid(cases):
     for case in cases:
         for axis, values in AXIS_VALUES.items():
-            assert getattr(case.params, axis) in values, (case.id, axis)
+            assert getattr(case.params.cell, axis) in values, (case.id, axis)
     for axis, values in AXIS_VALUES.items():
-        assert {getattr(c.params, axis) for c in cases} == values, axis
+        assert {getattr(c.params.cell, axis) for c in cases} == values, axis
 
 
 def test_recipient_mentions_people_in_entity_order_with_the_target_at_its_position(cases):
     for case in cases:
         first = case.recipient.passages[0]
         order = case.recipient.entity_order
-        assert len(order) == case.params.distractor_count + 1
+        assert len(order) == case.params.cell.distractor_count + 1
         starts = [re.search(rf"\b{re.escape(name)}\b", first).start() for name in order]
         assert starts == sorted(starts), case.id
         assert order[case.params.target_position] == case.entity
@@ -74,11 +74,11 @@ def test_recipient_mentions_people_in_entity_order_with_the_target_at_its_positi
 def test_recipient_ends_on_value_old_and_never_states_value_new(cases):
     for case in cases:
         passages = case.recipient.passages
-        assert len(passages) == case.params.overwrite_count + 1
+        assert len(passages) == case.params.cell.overwrite_count + 1
         text = " ".join(passages)
         assert not mentions(text, case.value_new), case.id
         last = passages[-1]
-        if case.params.overwrite_count:  # the last update replaces an older value with value_old
+        if case.params.cell.overwrite_count:  # the last update replaces an older value with value_old
             assert mentions(last, case.entity) and mentions(last, case.value_old)
             prop_values = [v for v in content().properties[case.property].values if mentions(last, v)]
             assert len(prop_values) == 2
@@ -86,7 +86,7 @@ def test_recipient_ends_on_value_old_and_never_states_value_new(cases):
         target_sentences = [s for s in re.split(r"(?<=\.) ", passages[0]) if mentions(s, case.entity)]
         stated = [v for s in target_sentences for v in content().properties[case.property].values if mentions(s, v)]
         assert len(stated) == 1, case.id
-        if not case.params.overwrite_count:
+        if not case.params.cell.overwrite_count:
             assert stated == [case.value_old]
 
 
@@ -103,7 +103,7 @@ def test_values_of_the_main_property_are_distinct_except_the_same_value_distract
 def test_probes_cover_other_people_the_same_person_and_a_same_value_distractor(cases):
     for case in cases:
         kinds = [p.kind for p in case.probe_queries]
-        distractors = case.params.distractor_count
+        distractors = case.params.cell.distractor_count
         assert kinds.count("same_entity") == 1
         assert kinds.count("same_value_distractor") == (1 if distractors >= 2 else 0), case.id
         # up to two people holding other values; with two or more distractors one holds value_old
@@ -135,7 +135,7 @@ def test_edit_pairs_differ_only_in_the_value(cases):
         pairs += [(s.value_old, s.value_new, s.edit) for s in case.stack]
         pairs += [(m.value_old, m.value_new, m.edits[0]) for m in case.multi]
         for old, new, edit in pairs:
-            assert edit.style == case.params.edit_style
+            assert edit.style == case.params.cell.edit_style
             assert mentions(edit.source, old) and not mentions(edit.source, new)
             assert mentions(edit.dst, new) and not mentions(edit.dst, old)
             assert unarticled(edit.source).replace(old, new) == unarticled(edit.dst), case.id
@@ -149,7 +149,7 @@ def test_conflict_marker_appears_exactly_in_explicit_cases(cases):
         for step in case.edit_steps():
             for edit in step:
                 marked = bool(MARKER.search(edit.source)) and bool(MARKER.search(edit.dst))
-                assert marked == (case.params.conflict_marker == "explicit"), (case.id, edit)
+                assert marked == (case.params.cell.conflict_marker == "explicit"), (case.id, edit)
 
 
 def test_edit_styles_have_their_shape(cases):
@@ -185,7 +185,7 @@ def test_edits_share_no_wording_with_the_recipient(cases):
 def test_composition_cases_ask_one_hop_and_accept_the_alias_set(cases):
     for case in cases:
         prop = content().properties[case.property]
-        if case.params.composition_hop:
+        if case.params.cell.composition_hop:
             hop = prop.hop
             target = hop.target_of[case.value_new]
             assert case.expected_answer_substring == target and set(case.aliases) == set(hop.aliases[target])
@@ -203,7 +203,7 @@ def test_multi_property_edits_target_other_properties_of_the_same_person(cases):
     for case in cases:
         text = " ".join(case.recipient.passages)
         crosstalk = next(p for p in case.probe_queries if p.kind == "same_entity")
-        assert len(case.multi) == case.params.multi_prop_count - 1
+        assert len(case.multi) == case.params.cell.multi_prop_count - 1
         for joint in case.multi:
             assert joint.property != case.property
             assert mentions(text, joint.value_old) and not mentions(text, joint.value_new)
@@ -220,7 +220,7 @@ def test_wrong_entity_is_a_name_the_case_never_uses(cases):
 
 
 def test_recipient_messages_alternate_passages_and_acknowledgements(cases):
-    case = next(c for c in cases if c.params.overwrite_count == 2)
+    case = next(c for c in cases if c.params.cell.overwrite_count == 2)
     messages = rime.recipient_messages(case)
     assert [r for r, _ in messages] == ["user", "assistant"] * 3
     assert [t for r, t in messages if r == "user"] == list(case.recipient.passages)

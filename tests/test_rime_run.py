@@ -215,9 +215,9 @@ def test_spec_adds_the_baseline_and_controls():
 
 def test_bundled_model_retains_and_reports_on_two_cases(tmp_path):
     model = rwkv_jax.load("rime-tiny")
-    plain = [c for c in rime.load("test") if c.params.distractor_count == c.params.overwrite_count == 0
-             and not c.params.composition_hop]
-    easy = sorted(plain, key=lambda c: c.params.stack_depth + c.params.multi_prop_count)[:2]
+    plain = [c for c in rime.load("test") if c.params.cell.distractor_count == c.params.cell.overwrite_count == 0
+             and not c.params.cell.composition_hop]
+    easy = sorted(plain, key=lambda c: c.params.cell.stack_depth + c.params.cell.multi_prop_count)[:2]
     out = tmp_path / "tiny"
     run(out, model, "rime-tiny", easy, "test", Spec.build(), batch_size=64)
     written = rows.read_rows(out)

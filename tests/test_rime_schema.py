@@ -90,8 +90,8 @@ def test_hand_written_paper_case_loads_with_documented_defaults():
     assert case.aliases == ("minivan",) and case.old_aliases == ("hatchback",)
     assert case.stack == () and case.multi == ()
     assert all(p.kind == "other_entity" for p in case.probe_queries)
-    p = case.params
-    assert (p.conflict_marker, p.recipient_richness, p.edit_style, p.target_position) == (
+    p = case.params.cell
+    assert (p.conflict_marker, p.recipient_richness, p.edit_style, case.params.target_position) == (
         "none", "bare", "canonical_bare", 0)
     assert case.wrong_entity not in case.recipient.entity_order
     assert case.wrong_entity not in " ".join(case.recipient.passages)
@@ -106,8 +106,8 @@ def test_hand_written_paper_case_loads_with_documented_defaults():
 
 def test_hand_written_composition_case_infers_params_from_its_shape():
     case = Case.from_dict(copy.deepcopy(HOP_CASE))
-    assert case.params.composition_hop and case.params.distractor_count == 0
-    assert case.params.edit_style == "template_short" and case.params.stack_depth == 1
+    assert case.params.cell.composition_hop and case.params.cell.distractor_count == 0
+    assert case.params.cell.edit_style == "template_short" and case.params.cell.stack_depth == 1
     assert case.aliases == ("Portugal", "Portuguese") and case.old_aliases == ("Norway",)
 
 
@@ -120,7 +120,7 @@ def test_composition_case_without_old_aliases_is_rejected():
 
 
 def test_edit_steps_apply_stack_in_order_and_multi_with_the_first_step(cases):
-    case = next(c for c in cases if c.params.stack_depth == 3 and c.params.multi_prop_count == 3)
+    case = next(c for c in cases if c.params.cell.stack_depth == 3 and c.params.cell.multi_prop_count == 3)
     steps = case.edit_steps()
     assert len(steps) == 3
     assert steps[0][0].source.count(case.value_old) == 1
@@ -134,7 +134,7 @@ def test_edit_steps_apply_stack_in_order_and_multi_with_the_first_step(cases):
 
 
 def _base(cases, **params):
-    case = next(c for c in cases if all(getattr(c.params, k) == v for k, v in params.items()))
+    case = next(c for c in cases if all(c.params.to_dict()[k] == v for k, v in params.items()))
     return copy.deepcopy(case.to_dict())
 
 

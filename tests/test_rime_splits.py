@@ -69,7 +69,7 @@ def test_every_pick_follows_the_greedy_rule(splits):
         def score(cell):
             return sum(counts[axis][cell[axis]] for axis in AXIS_VALUES)
 
-        chosen = {axis: getattr(case.params, axis) for axis in AXIS_VALUES}
+        chosen = {axis: getattr(case.params.cell, axis) for axis in AXIS_VALUES}
         assert score(chosen) == min(score(cell) for cell in ADMISSIBLE), case.id
         for axis in AXIS_VALUES:
             counts[axis][chosen[axis]] += 1
@@ -78,7 +78,7 @@ def test_every_pick_follows_the_greedy_rule(splits):
 def test_target_position_is_balanced_for_each_entity_count(splits):
     by_count = defaultdict(Counter)
     for case in splits["test"]:
-        by_count[case.params.distractor_count][case.params.target_position] += 1
+        by_count[case.params.cell.distractor_count][case.params.target_position] += 1
     for count, positions in by_count.items():
         assert set(positions) == set(range(count + 1))
         assert max(positions.values()) - min(positions.values()) <= 1, (count, positions)
@@ -89,12 +89,12 @@ def test_dev_split_is_stratified_with_positions_balanced_within_strata(splits):
         hard = (p.overwrite_count > 0) + p.composition_hop + (p.multi_prop_count > 1) + (p.stack_depth > 1)
         return min(hard, 2)
 
-    strata = Counter((difficulty(c.params), c.params.distractor_count > 0) for c in splits["dev"])
+    strata = Counter((difficulty(c.params.cell), c.params.cell.distractor_count > 0) for c in splits["dev"])
     assert len(strata) == 6 and max(strata.values()) - min(strata.values()) <= 1
     within = defaultdict(Counter)
     for case in splits["dev"]:
-        p = case.params
-        within[difficulty(p), p.distractor_count][p.target_position] += 1
+        p = case.params.cell
+        within[difficulty(p), p.distractor_count][case.params.target_position] += 1
     for (_, count), positions in within.items():
         full = Counter({position: positions[position] for position in range(count + 1)})
         assert max(full.values()) - min(full.values()) <= 1, positions

@@ -35,7 +35,7 @@ from rime.data.errors import (
     UnknownFieldError,
 )
 from rime.data.hub import features, to_dataset_dict, write_hub
-from rime.data.schema import Case, Edit, JointEdit, Params, Probe, Recipient, StackStep
+from rime.data.schema import CalibrationPair, Case, Controls, JointEdit, Probe, Recipient, StackStep
 from rime.data.splits import (
     DEFAULT_SEED,
     DEV_SIZE,
@@ -64,8 +64,8 @@ from rime.data.turns import (
 
 __all__ = [
     "AXES", "BUNDLED_SPLITS", "DEFAULT_SEED", "DEV_SIZE", "EXCLUSIONS", "FILLER_MODES", "MAX_FILLER_TURNS", "MIXES",
-    "Mix", "PROBE_KINDS", "TEST_SIZE", "Case", "CaseError", "Cell", "Edit", "ExclusionError", "FieldTypeError",
-    "FieldValueError", "FormatError", "InconsistentCaseError", "JointEdit", "MissingFieldError", "Params",
+    "Mix", "PROBE_KINDS", "TEST_SIZE", "CalibrationPair", "Case", "CaseError", "Cell", "Controls", "ExclusionError",
+    "FieldTypeError", "FieldValueError", "FormatError", "InconsistentCaseError", "JointEdit", "MissingFieldError",
     "Probe", "Recipient", "StackStep", "UnknownFieldError", "acknowledgement", "admissible_cells",
     "build_split", "build_splits", "check_jsonl", "content", "dialogue_turns", "difficulty",
     "features", "filler_turns", "grid_size", "held_out_texts", "load", "make_case", "marginals",

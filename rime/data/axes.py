@@ -61,7 +61,7 @@ EXCLUSIONS = (
 
 
 def violations(params: Any) -> list[str]:
-    """The exclusion rules that `params` (a `Cell` or `Params`) breaks."""
+    """The exclusion rules that `params` (a `Cell` or `Controls`) breaks."""
     return [exclusion.rule for exclusion in EXCLUSIONS if exclusion.applies(params)]
 
 

@@ -14,7 +14,7 @@ from itertools import pairwise
 
 from rime.data.axes import Cell
 from rime.data.content import Property, content
-from rime.data.schema import Case, Edit, JointEdit, Params, Probe, Recipient, StackStep
+from rime.data.schema import CalibrationPair, Case, Controls, JointEdit, Probe, Recipient, StackStep
 from rime.data.sentences import edit_pair, queries, query, recipient_passages
 
 QUERIES_PER_CASE = 3
@@ -67,7 +67,7 @@ def make_case(rng: random.Random, cell: Cell, target_position: int, property_key
 
     conflict = cell.conflict_marker == "explicit"
 
-    def edit(p: Property, a: str, b: str) -> Edit:
+    def edit(p: Property, a: str, b: str) -> CalibrationPair:
         return edit_pair(rng, cell.edit_style, conflict, p, target, a, b)
 
     chain = [old, *between, new]
@@ -97,6 +97,6 @@ def make_case(rng: random.Random, cell: Cell, target_position: int, property_key
         edits=(edit(prop, old, new),),
         queries=queries(rng, prop, target, QUERIES_PER_CASE, hop=cell.composition_hop),
         expected_answer_substring=aliases[0], probe_queries=tuple(probes),
-        params=Params(*cell, target_position=target_position),
+        params=Controls(cell, target_position),
         aliases=aliases, old_aliases=old_aliases, stack=stack, multi=multi, wrong_entity=wrong_entity,
     )

@@ -12,7 +12,7 @@ from rime.data.axes import AXES, PROBE_KINDS, violations
 from rime.data.errors import ExclusionError, FieldValueError, InconsistentCaseError
 
 if TYPE_CHECKING:
-    from rime.data.schema import Case, Edit
+    from rime.data.schema import CalibrationPair, Case
 
 
 def mentions(text: str, name: str) -> bool:
@@ -68,7 +68,7 @@ def _check_texts(case: Case) -> None:
             raise FieldValueError(case.id, f"probe_queries[{i}].kind", f"{probe.kind!r} is not one of {PROBE_KINDS}")
 
 
-def _all_edits(case: Case) -> list[tuple[str, Edit]]:
+def _all_edits(case: Case) -> list[tuple[str, CalibrationPair]]:
     edits = [(f"edits[{i}]", e) for i, e in enumerate(case.edits)]
     edits += [(f"stack[{i}]", s.edit) for i, s in enumerate(case.stack)]
     edits += [(f"multi[{i}].edits[{j}]", e) for i, m in enumerate(case.multi) for j, e in enumerate(m.edits)]
@@ -76,7 +76,7 @@ def _all_edits(case: Case) -> list[tuple[str, Edit]]:
 
 
 def _check_params(case: Case) -> None:
-    p, order = case.params, case.recipient.entity_order
+    p, order = case.params.cell, case.recipient.entity_order
     for axis in ("conflict_marker", "recipient_richness", "edit_style"):
         if getattr(p, axis) not in AXES[axis]:
             raise FieldValueError(case.id, f"params.{axis}", f"{getattr(p, axis)!r} is not one of {AXES[axis]}")
@@ -87,7 +87,7 @@ def _check_params(case: Case) -> None:
     agreements = (
         ("distractor_count", p.distractor_count == len(order) - 1,
          f"is {p.distractor_count} but entity_order names {len(order) - 1} people besides the target"),
-        ("target_position", p.target_position == case.recipient.target_position,
+        ("target_position", case.params.target_position == case.recipient.target_position,
          "differs from recipient.target_position"),
         ("multi_prop_count", p.multi_prop_count == 1 + len(case.multi),
          f"is {p.multi_prop_count} but multi lists {len(case.multi)} extra properties"),
@@ -152,7 +152,7 @@ def _check_answers(case: Case) -> None:
     expected = case.expected_answer_substring
     if expected not in case.aliases:
         raise InconsistentCaseError(case.id, "aliases", "must include expected_answer_substring")
-    if not case.params.composition_hop and expected.lower() not in case.value_new.lower():
+    if not case.params.cell.composition_hop and expected.lower() not in case.value_new.lower():
         raise InconsistentCaseError(case.id, "expected_answer_substring",
                                     f"{expected!r} is not part of value_new {case.value_new!r}")
     clash = [(a, b) for a in case.aliases for b in case.old_aliases if _related(a, b)]

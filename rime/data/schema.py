@@ -42,9 +42,9 @@ import hashlib
 import json
 import re
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, NamedTuple
 
-from rime.data.axes import AXES, Cell
+from rime.data.axes import Cell
 from rime.data.checks import case_texts, check_case, mentions
 from rime.data.content import content
 from rime.data.errors import FieldTypeError, MissingFieldError, UnknownFieldError
@@ -53,7 +53,7 @@ _REQUIRED = object()
 
 
 @dataclass(frozen=True)
-class Edit:
+class CalibrationPair:
     """A calibration pair: `source` states the old value, `dst` the new one, in the same words."""
 
     style: str
@@ -70,7 +70,7 @@ class StackStep:
 
     value_old: str
     value_new: str
-    edit: Edit
+    edit: CalibrationPair
 
     def to_dict(self) -> dict:
         return {"value_old": self.value_old, "value_new": self.value_new, **self.edit.to_dict()}
@@ -83,7 +83,7 @@ class JointEdit:
     property: str
     value_old: str
     value_new: str
-    edits: tuple[Edit, ...]
+    edits: tuple[CalibrationPair, ...]
     queries: tuple[str, ...]
 
     def to_dict(self) -> dict:
@@ -116,26 +116,14 @@ class Recipient:
                 "target_position": self.target_position}
 
 
-@dataclass(frozen=True)
-class Params:
-    """The case's position on every control axis."""
+class Controls(NamedTuple):
+    """The case's position on every control axis, and where the target is first mentioned."""
 
-    distractor_count: int
-    overwrite_count: int
-    composition_hop: bool
-    multi_prop_count: int
-    stack_depth: int
-    conflict_marker: str
-    recipient_richness: str
-    edit_style: str
+    cell: Cell
     target_position: int
 
-    @property
-    def cell(self) -> Cell:
-        return Cell(*(getattr(self, axis) for axis in AXES))
-
     def to_dict(self) -> dict:
-        return {axis: getattr(self, axis) for axis in (*AXES, "target_position")}
+        return {**self.cell._asdict(), "target_position": self.target_position}
 
 
 @dataclass(frozen=True)
@@ -149,11 +137,11 @@ class Case:
     value_old: str
     value_new: str
     recipient: Recipient
-    edits: tuple[Edit, ...]
+    edits: tuple[CalibrationPair, ...]
     queries: tuple[str, ...]
     expected_answer_substring: str
     probe_queries: tuple[Probe, ...]
-    params: Params
+    params: Controls
     aliases: tuple[str, ...]
     old_aliases: tuple[str, ...]
     stack: tuple[StackStep, ...]
@@ -181,7 +169,7 @@ class Case:
         """Reads a record, filling documented defaults; raises a `CaseError` subclass naming the field."""
         return _read_case(data)
 
-    def edit_steps(self, entity: str | None = None) -> list[tuple[Edit, ...]]:
+    def edit_steps(self, entity: str | None = None) -> list[tuple[CalibrationPair, ...]]:
         """The edits in application order; the edits of one step are applied jointly.
 
         The first step is `edits` (or the first stack step) together with every `multi` edit; the rest
@@ -193,7 +181,7 @@ class Case:
         if entity is None:
             return steps
         name = re.compile(rf"\b{re.escape(self.entity)}\b")
-        return [tuple(Edit(e.style, name.sub(entity, e.source), name.sub(entity, e.dst)) for e in step)
+        return [tuple(CalibrationPair(e.style, name.sub(entity, e.source), name.sub(entity, e.dst)) for e in step)
                 for step in steps]
 
 
@@ -256,8 +244,8 @@ def _default_id(data: dict) -> str:
     return f"case-{digest[:10]}"
 
 
-def _read_edit(obj: _Object) -> Edit:
-    edit = Edit(obj.get("style", str), obj.get("source", str), obj.get("dst", str))
+def _read_edit(obj: _Object) -> CalibrationPair:
+    edit = CalibrationPair(obj.get("style", str), obj.get("source", str), obj.get("dst", str))
     obj.done()
     return edit
 
@@ -276,7 +264,7 @@ def _read_case(data: Any) -> Case:
     stack = []
     for step in case.objects("stack", []):
         values = step.get("value_old", str), step.get("value_new", str)
-        edit = Edit(step.get("style", str), step.get("source", str), step.get("dst", str))
+        edit = CalibrationPair(step.get("style", str), step.get("source", str), step.get("dst", str))
         step.done()
         stack.append(StackStep(*values, edit))
     multi = []
@@ -291,7 +279,7 @@ def _read_case(data: Any) -> Case:
         probe.done()
 
     par = case.child("params", {})
-    params = Params(
+    params = Controls(Cell(
         distractor_count=par.get("distractor_count", int, len(recipient.entity_order) - 1),
         overwrite_count=par.get("overwrite_count", int, 0),
         composition_hop=par.get("composition_hop", bool, False),
@@ -300,12 +288,11 @@ def _read_case(data: Any) -> Case:
         conflict_marker=par.get("conflict_marker", str, "none"),
         recipient_richness=par.get("recipient_richness", str, "bare"),
         edit_style=par.get("edit_style", str, edits[0].style if edits else ""),
-        target_position=par.get("target_position", int, recipient.target_position),
-    )
+    ), target_position=par.get("target_position", int, recipient.target_position))
     par.done()
 
     value_old, expected = case.get("value_old", str), case.get("expected_answer_substring", str)
-    old_aliases = case.strings("old_aliases", _REQUIRED if params.composition_hop else [value_old])
+    old_aliases = case.strings("old_aliases", _REQUIRED if params.cell.composition_hop else [value_old])
     fields = dict(
         id=case_id, split=case.get("split", str, "custom"), entity=case.get("entity", str),
         property=case.get("property", str), value_old=value_old, value_new=case.get("value_new", str),

@@ -11,7 +11,7 @@ import random
 from collections.abc import Callable, Sequence
 
 from rime.data.content import Property, content, render
-from rime.data.schema import Edit
+from rime.data.schema import CalibrationPair
 
 Facts = Sequence[tuple[str, str]]  # (property key, value) pairs of one person
 
@@ -96,6 +96,6 @@ def edit_writer(rng: random.Random, style: str, conflict: bool, prop: Property) 
 
 
 def edit_pair(rng: random.Random, style: str, conflict: bool, prop: Property, name: str, old: str,
-              new: str) -> Edit:
+              new: str) -> CalibrationPair:
     state = edit_writer(rng, style, conflict, prop)
-    return Edit(style, state(name, old), state(name, new))
+    return CalibrationPair(style, state(name, old), state(name, new))

@@ -89,7 +89,7 @@ def marginals(cases: Iterable[Case]) -> dict[str, dict]:
     counts = {axis: Counter() for axis in MARGINAL_AXES}
     for case in cases:
         for axis in MARGINAL_AXES:
-            counts[axis][getattr(case.params, axis)] += 1
+            counts[axis][case.params.to_dict()[axis]] += 1
     return {axis: dict(sorted(counter.items())) for axis, counter in counts.items()}
 
 

@@ -3,7 +3,10 @@ the outcome counts that both the report's tables and its figures read.
 
 Every accuracy uses `correct_stripped` and carries a Wilson 95% interval and its row count. Edit
 metrics count only retained cases: those whose unedited model (`none`, ft=0) answers a majority of
-the target's paraphrases with the old value.
+the target's paraphrases with the old value. Target specificity is a method's edit accuracy minus
+its success when calibrated on the wrong entity, a difference over the same cases with a
+case-bootstrap interval; same-value bleed is how often a distractor that holds the old value is
+answered with the new one (wrong-entity bleed: the same, for the wrong-entity variant).
 """
 
 from __future__ import annotations

@@ -23,7 +23,7 @@ from editing import CaseEdit, EditMethod, get_method
 from rime.chat import chat_text
 from rime.data.checks import mentions
 from rime.data.content import content
-from rime.data.schema import Case
+from rime.data.schema import CalibrationPair, Case
 from rime.data.turns import FILLER_MODES, MAX_FILLER_TURNS, filler_turns, recipient_messages
 from rime.eval.scoring import contains_any
 from rwkv_jax.chat import chat_prompt
@@ -193,15 +193,21 @@ def property_label(key: str) -> str:
 def case_edits(case: Case, entity: str | None = None) -> list[tuple[CaseEdit, ...]]:
     """The case's edits as the editing registry takes them, in application order (see
     `Case.edit_steps`); with `entity`, every calibration text names it instead of the target.
-    Each carries the recipient conversation as its transcript."""
+    Each carries the recipient conversation as its transcript, and the bundled names and the
+    property's values as the world a method may draw on."""
     if case.stack:
         values = [[(case.property, s.value_old, s.value_new)] for s in case.stack]
     else:
         values = [[(case.property, case.value_old, case.value_new)] * len(case.edits)]
     values[0] += [(j.property, j.value_old, j.value_new) for j in case.multi for _ in j.edits]
-    who, transcript = entity or case.entity, recipient_text(case)
-    return [tuple(CaseEdit(who, property_label(prop), old, new, e.source, e.dst, transcript=transcript)
-                  for e, (prop, old, new) in zip(step, step_values, strict=True))
+    who, transcript, world = entity or case.entity, recipient_text(case), content()
+
+    def edit(e: CalibrationPair, prop: str, old: str, new: str) -> CaseEdit:
+        known = world.properties.get(prop)
+        return CaseEdit(who, property_label(prop), old, new, e.source, e.dst, transcript=transcript,
+                        people=world.names, values=known.values if known else ())
+
+    return [tuple(edit(e, prop, old, new) for e, (prop, old, new) in zip(step, step_values, strict=True))
             for step, step_values in zip(case.edit_steps(entity), values, strict=True)]
 
 
@@ -220,7 +226,7 @@ def passage_answers(case: Case, prop: str, answers: Sequence[str]) -> tuple[str,
         return ()
     text = " ".join(case.recipient.passages)
     stated = [v for v in spec.values if mentions(text, v)]
-    if case.params.composition_hop and prop == case.property:
+    if case.params.cell.composition_hop and prop == case.property:
         stated = [alias for v in stated for alias in spec.hop.aliases[spec.hop.target_of[v]]]
     return tuple(dict.fromkeys(v for v in stated
                                if not contains_any(v, answers) and not any(v.casefold() in a.casefold()

@@ -1,11 +1,5 @@
-"""The numbers of a run (paper §5.5-§5.6), as markdown tables and figures.
-
-Every accuracy uses `correct_stripped` and carries a Wilson 95% interval and its row count. Edit
-metrics count only retained cases: those whose unedited model (`none`, ft=0) answers a majority of
-the target's paraphrases with the old value. Specificity controls: target specificity is a method's
-edit accuracy minus its success when calibrated on the wrong entity, a difference over the same
-cases with a case-bootstrap interval; same-value bleed is how often a distractor that holds the old
-value is answered with the new one (wrong-entity bleed: the same, for the wrong-entity variant).
+"""A run's report (paper §5.5-§5.6): `report.md`, its tables, and the figures, written from an
+`Analysis` (`rime.eval.analysis` defines each measure, its interval and which cases count).
 
 Methods are listed by what they read besides the state (`reads` in run.json), so a method that
 reads the conversation is never shown as if it edited the state alone; methods that erase
