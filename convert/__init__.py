@@ -4,6 +4,7 @@ a HF directory), with BlinkDL, flash-linear-attention or transformers tensor nam
     convert("rwkv7-g1.pth", "ckpt/")            # -> rwkv_jax.load("ckpt/")
     convert("ckpt/", "copy.pth")                 # and back (or to a HF directory, a .safetensors)
     convert("ckpt/", "m.safetensors", naming="blink")   # any naming in any container
+    model = load("rwkv7-g1.pth")                 # any checkpoint as a Model, converted in memory
     params, cfg, meta = read_checkpoint("model.safetensors")  # naming detected from the names
     write_pth(params, "copy.pth")                # loadable by the official `rwkv` package
     save_state(state, "s.pth")                   # a state file for the rwkv package (or RWKV-PEFT's)
@@ -32,7 +33,7 @@ from convert.errors import (
 )
 from convert.hf import read_hf, write_hf, write_safetensors
 from convert.keymap import NAMINGS, Naming
-from convert.pipeline import convert, detect_format, read_checkpoint
+from convert.pipeline import convert, detect_format, load, read_checkpoint
 from convert.pth import read_pth, write_pth
 from convert.state_files import load_state, save_state
 
@@ -53,6 +54,7 @@ __all__ = [
     "VocabMismatchError",
     "convert",
     "detect_format",
+    "load",
     "load_state",
     "read_checkpoint",
     "read_hf",

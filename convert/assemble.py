@@ -15,7 +15,6 @@ from dataclasses import dataclass
 from typing import Any, Protocol
 
 import jax
-import ml_dtypes
 import numpy as np
 
 from convert import pages
@@ -44,16 +43,11 @@ from convert.keymap import (
     layer_name,
 )
 from rwkv_jax.config import Config, lora_rank
-from rwkv_jax.params import Params, check_params, param_shapes
+from rwkv_jax.params import DTYPES, Params, check_params, param_shapes
 
 Shape = tuple[int, ...]
 OnTensor = Callable[[str, int, int], None]  # (name, index, count) after each tensor
 
-DTYPES: dict[str, np.dtype] = {
-    "fp32": np.dtype(np.float32),
-    "bf16": np.dtype(ml_dtypes.bfloat16),
-    "fp16": np.dtype(np.float16),
-}
 _FLOATS = frozenset({*DTYPES.values(), np.dtype(np.float64)})
 _BLOCK_BYTES = 16 * 2**20  # rows of a tensor copied (and file pages released) at a time
 _T_BLOCK_ROWS = 256  # transposed copies run ~2x faster in narrow, cache-friendly blocks

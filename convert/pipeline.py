@@ -1,5 +1,5 @@
 """`convert()`: official checkpoint -> rwkv_jax checkpoint, or back, picking formats by path;
-`read_checkpoint()`: the import half alone, in memory.
+`read_checkpoint()`: the import half alone, in memory; `load()`: any checkpoint as a `Model`.
 
 Import reads everything (checking names, shapes, dtypes and values) before anything is written,
 and `rwkv_jax.checkpoint.save` writes to a temporary directory renamed at the end, so a bad input
@@ -12,6 +12,8 @@ import os
 from pathlib import Path
 from typing import Any, Literal
 
+import jax
+
 from convert.assemble import OnTensor, SourceMeta
 from convert.errors import UnsupportedFormatError, VocabMismatchError
 from convert.hf import INDEX, SINGLE, read_hf, write_hf, write_safetensors
@@ -19,6 +21,7 @@ from convert.keymap import Naming
 from convert.pth import read_pth, write_pth
 from rwkv_jax import checkpoint
 from rwkv_jax.atomic import check_parents
+from rwkv_jax.bundle import Model
 from rwkv_jax.config import Config
 from rwkv_jax.params import Params
 from rwkv_jax.tokenizer import WORLD_VOCAB, Tokenizer, load_tokenizer
@@ -73,6 +76,36 @@ def check_vocab(src: str | os.PathLike, cfg: Config, tokenizer: Tokenizer | None
             f"{tokenizer.name!r} uses ids up to {tokenizer.max_id}; pass the model's vocab file, "
             "or the vocab 'bytes' (id = byte value) or 'none' (token ids only)"
         )
+
+
+def load(
+    path_or_name: str | os.PathLike,
+    *,
+    expect: Config | None = None,
+    verify: bool = True,
+    dtype: str | None = None,
+    vocab: str | os.PathLike | None = None,
+) -> Model:
+    """Any checkpoint as a `Model`: a bundled name or an rwkv_jax checkpoint (`rwkv_jax.load`), or
+    an official checkpoint (`.pth`, `.safetensors`, index json or HF folder, in any naming),
+    converted in memory with every check of `python -m convert` (the same errors; nothing is
+    written). `vocab` is an official checkpoint's vocab spec (`rwkv_jax.tokenizer`; default the
+    RWKV World vocab); an rwkv_jax checkpoint records its own.
+    """
+    path = Path(path_or_name)
+    if not path.exists() or _is_rwkv_jax_checkpoint(path):
+        if vocab is not None:
+            raise ValueError(f"{path_or_name}: an rwkv_jax checkpoint records its vocab; vocab= is for "
+                             "official checkpoints")
+        return checkpoint.load_model(path_or_name, expect=expect, verify=verify, dtype=dtype)
+    if path.is_dir() and not any((path / n).is_file() for n in (SINGLE, INDEX)):
+        raise FileNotFoundError(f"{path} is not an rwkv_jax checkpoint (no {checkpoint.META}), nor a Hugging "
+                                f"Face checkpoint (no {SINGLE} or {INDEX})")
+    tokenizer = load_tokenizer(vocab if vocab is not None else WORLD_VOCAB)
+    params, cfg, _ = read_checkpoint(path, dtype=dtype)
+    check_vocab(path, cfg, tokenizer)
+    checkpoint.check_expected(path, cfg, expect)
+    return Model(params=jax.device_put(params, jax.devices()[0]), cfg=cfg, tokenizer=tokenizer)
 
 
 def _export(params: Params, dst: Path, fmt: Format, naming: Naming | None, dtype: Any,

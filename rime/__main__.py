@@ -25,7 +25,7 @@ from pathlib import Path
 import jax
 from tqdm import tqdm
 
-import rwkv_jax
+import convert
 from rime.data.errors import CaseError
 from rime.data.hub import write_hub
 from rime.data.splits import DEFAULT_SEED, DEV_SIZE, TEST_SIZE, build_splits, summary
@@ -150,7 +150,7 @@ def _run(args: argparse.Namespace) -> int:
     spec = Spec.build(methods, fillers=fillers, modes=tuple(_names(args.modes)),
                       max_new_tokens=args.max_new_tokens, seed=args.seed)
     cases = load(source)[: args.limit]
-    model = rwkv_jax.load(args.model)
+    model = convert.load(args.model)
     devices = jax.devices()
     print(f"{out}: {len(cases)} cases from {source}, model {args.model}, {len(devices)} {devices[0].platform} "
           f"device(s), batch size {args.batch_size}")

@@ -33,7 +33,7 @@ import orbax.checkpoint as ocp
 from rwkv_jax.atomic import atomic_directory, read_json_object
 from rwkv_jax.bundle import Model
 from rwkv_jax.config import Config
-from rwkv_jax.params import Params, abstract_params, cast_params, check_params
+from rwkv_jax.params import DTYPES, Params, abstract_params, cast_params, check_params
 from rwkv_jax.tokenizer import BUILT_IN_VOCABS, NO_VOCAB, WORLD_VOCAB, Tokenizer, load_tokenizer, save_vocab
 
 FORMAT = 1
@@ -150,7 +150,7 @@ def _verify(path: Path, params: Params, recorded: dict) -> None:
                               f"{META}: the checkpoint is damaged (load(..., verify=False) reads it anyway)")
 
 
-def _check_expected(path: Path, cfg: Config, expect: Config | None) -> None:
+def check_expected(path: Path, cfg: Config, expect: Config | None) -> None:
     """Refuses a checkpoint whose config differs from `expect`, naming the fields."""
     if expect is not None and expect != cfg:
         diff = [
@@ -167,7 +167,7 @@ def load(path: str | os.PathLike, *, expect: Config | None = None, verify: bool 
     path = Path(path).absolute()
     meta = read_meta(path)
     cfg = meta["config"]
-    _check_expected(path, cfg, expect)
+    check_expected(path, cfg, expect)
     sharding = jax.sharding.SingleDeviceSharding(jax.devices()[0])
     target = jax.tree.map(
         lambda s: jax.ShapeDtypeStruct(s.shape, s.dtype, sharding=sharding),
@@ -246,43 +246,20 @@ def load_model(
     expect: Config | None = None,
     verify: bool = True,
     dtype: str | None = None,
-    vocab: str | os.PathLike | None = None,
 ) -> Model:
-    """`rwkv_jax.load`: the one-line entry point, in the `from_pretrained` habit.
+    """`rwkv_jax.load`: a bundled model name or an rwkv_jax checkpoint directory, in the
+    `from_pretrained` habit. `dtype` ("fp32", "bf16", "fp16") casts (default: as stored).
 
-    `path_or_name` is a bundled model name, an rwkv_jax checkpoint directory, or an official
-    checkpoint (`.pth`, `.safetensors`, index json or HF folder, in any naming), converted in
-    memory with every check of `python -m convert` (the same errors; nothing is written).
-    `dtype` ("fp32", "bf16", "fp16") casts as the CLI does (default: as stored). `vocab` is an
-    official checkpoint's vocab spec (`rwkv_jax.tokenizer`; default the RWKV World vocab); an
-    rwkv_jax checkpoint records its own.
+    Official checkpoints (`.pth`, `.safetensors`, index json, HF folder) load with `convert.load`,
+    which converts them in memory; rwkv_jax itself never imports the converter.
     """
-    # convert builds on rwkv_jax, so it is imported here rather than at the top (a cycle).
-    from convert.assemble import as_dtype
-    from convert.hf import INDEX, SINGLE
-
+    if dtype is not None and dtype not in DTYPES:
+        raise ValueError(f"unsupported dtype {dtype!r}; use one of {sorted(DTYPES)}")
     path = Path(path_or_name)
-    if path.is_dir() and not (path / META).is_file() and not any((path / n).is_file() for n in (SINGLE, INDEX)):
-        raise FileNotFoundError(f"{path} is not an rwkv_jax checkpoint (no {META}), nor a Hugging Face "
-                                f"checkpoint (no {SINGLE} or {INDEX})")
     if path.exists() and not (path / META).is_file():
-        return _load_official(path, expect=expect, dtype=dtype, vocab=vocab)
-    if vocab is not None:
-        raise ValueError(f"{path_or_name}: an rwkv_jax checkpoint records its vocab; vocab= is for "
-                         "official checkpoints")
+        raise FileNotFoundError(f"{path} is not an rwkv_jax checkpoint (no {META}); an official checkpoint "
+                                "(.pth, .safetensors, index json or Hugging Face folder) loads with convert.load")
     model = load(resolve(path_or_name), expect=expect, verify=verify)
     if dtype is None:
         return model
-    return dataclasses.replace(model, params=cast_params(model.params, as_dtype(dtype)))
-
-
-def _load_official(path: Path, *, expect: Config | None, dtype: str | None,
-                   vocab: str | os.PathLike | None) -> Model:
-    from convert.pipeline import check_vocab, read_checkpoint
-
-    tokenizer = load_tokenizer(vocab if vocab is not None else WORLD_VOCAB)
-    params, cfg, _ = read_checkpoint(path, dtype=dtype)
-    check_vocab(path, cfg, tokenizer)
-    _check_expected(path, cfg, expect)
-    device = jax.devices()[0]
-    return Model(params=jax.device_put(params, device), cfg=cfg, tokenizer=tokenizer)
+    return dataclasses.replace(model, params=cast_params(model.params, DTYPES[dtype]))

@@ -174,5 +174,12 @@ def perturbed_params(cfg: Config, seed: int = 0, scale: float = 0.1, dtype: jnp.
     return cast_params(noisy, dtype)
 
 
+DTYPES: dict[str, np.dtype] = {
+    "fp32": np.dtype(np.float32),
+    "bf16": np.dtype(jnp.bfloat16),
+    "fp16": np.dtype(np.float16),
+}
+
+
 def cast_params(params: Params, dtype: jnp.dtype) -> Params:
     return jax.tree.map(lambda x: jnp.asarray(x, dtype), params)

@@ -14,7 +14,7 @@ import numpy as np
 from lm_eval.api.model import LM
 from lm_eval.api.registry import register_model
 
-import rwkv_jax
+import convert
 from convert import load_state
 from rwkv_jax.batch import broadcast, pad
 from rwkv_jax.generate import PROMPT_BUCKET, generate
@@ -27,7 +27,7 @@ END_OF_TEXT = 0  # the World vocabulary's document separator: what an empty cont
 
 @register_model("rwkv_jax")
 class RwkvJaxLM(LM):
-    """model: a bundled name or a checkpoint path (anything `rwkv_jax.load` takes); state: a
+    """model: a bundled name or a checkpoint path (anything `convert.load` takes); state: a
     `State`, or a state file (`convert.load_state` formats), read before every request; batch_size:
     requests per jitted call. lm-eval's `device` and `max_batch_size` are accepted and unused: JAX
     places arrays itself."""
@@ -37,7 +37,7 @@ class RwkvJaxLM(LM):
         super().__init__()
         if unknown:
             raise TypeError(f"rwkv_jax: unknown model_args {sorted(unknown)}")
-        self.model = rwkv_jax.load(model) if isinstance(model, str) else model
+        self.model = convert.load(model) if isinstance(model, str) else model
         self.tokenizer = self.model.text_tokenizer("score text with lm-eval")
         if isinstance(state, str):
             state = load_state(state, self.model.cfg)

@@ -14,8 +14,8 @@ import time
 
 import jax
 
+import convert
 import rime
-import rwkv_jax
 from editing.calibration import read
 from rime.eval import protocol
 
@@ -29,7 +29,7 @@ def main() -> None:
     ap.add_argument("--repeat", type=int, default=3)
     args = ap.parse_args()
 
-    model = rwkv_jax.load(args.model)
+    model = convert.load(args.model)
     cases = rime.load(args.split)[: args.batch]
     edits = [protocol.case_edits(c)[0][0] for c in cases]
     states = read(model.params, model.cfg, model.tokenizer, [protocol.recipient_text(c) for c in cases])[1]

@@ -25,6 +25,7 @@ os.environ["RWKV_V7_ON"] = "1"  # before `import rwkv.model`: selects the x070 c
 import jax  # noqa: E402
 import numpy as np  # noqa: E402
 
+import convert
 import rime  # noqa: E402
 import rwkv_jax  # noqa: E402
 from convert import write_pth  # noqa: E402
@@ -160,7 +161,7 @@ def main() -> None:
     ap.add_argument("--skip-torch", action="store_true")
     args = ap.parse_args()
 
-    model = rwkv_jax.load(args.model)
+    model = convert.load(args.model)
     cases = rime.load(args.split)[: args.limit]
     few = cases[: args.sequential_limit]
     spec = Spec.build(HEADLINE_METHODS, fillers=HEADLINE_FILLERS, max_new_tokens=args.max_new_tokens)

@@ -21,6 +21,7 @@ import random
 
 import numpy as np
 
+import convert
 import rwkv_jax
 from rime.data.content import content
 from rime.data.sentences import fact, query, recital_query, roster
@@ -60,7 +61,7 @@ def main() -> None:
     ap.add_argument("--ask", choices=("question", "recital"), default="question")
     args = ap.parse_args()
 
-    model = rwkv_jax.load(args.model)
+    model = convert.load(args.model)
     cases = trials(random.Random(args.seed), args.trials, args.passage, args.ask)
     replies = rwkv_jax.generate(model, [prompt for prompt, *_ in cases], max_new_tokens=12).texts
     print("| people | trials | accuracy | chance | answers the last-stated value |\n|---|---|---|---|---|")

@@ -14,8 +14,8 @@ import argparse
 from collections.abc import Callable, Iterable
 from pathlib import Path
 
+import convert
 import rime
-import rwkv_jax
 from rime.data.axes import PROBE_KINDS
 from rime.eval.analysis import Rate, rate
 from rime.eval.protocol import EDIT, NO_FILLER, TARGET, Spec
@@ -72,7 +72,7 @@ def main() -> None:
     ap.add_argument("--limit", type=int, help="only the first N cases of each split (a quick look)")
     args = ap.parse_args()
 
-    model = rwkv_jax.load(args.model)
+    model = convert.load(args.model)
     spec = Spec.build(["none"], fillers=(1, 2, 4, 6))
     for split in args.splits.split(","):
         cases = rime.load(split)[: args.limit]

@@ -15,7 +15,7 @@ import dataclasses
 
 from tqdm import tqdm
 
-import rwkv_jax
+import convert
 from convert import load_state, save_state
 from editing.state_tune import StateTuneConfig, final_state, read_dialogues, tune_state
 
@@ -33,7 +33,7 @@ def main() -> None:
         ap.add_argument("--" + field.name.replace("_", "-"), type=type(field.default), default=field.default)
     args = ap.parse_args()
 
-    model = rwkv_jax.load(args.model, vocab=args.vocab)
+    model = convert.load(args.model, vocab=args.vocab)
     stc = StateTuneConfig(**{f.name: getattr(args, f.name) for f in fields}, data=args.data)
     init = load_state(args.init, model.cfg) if args.init else None
     with tqdm(total=stc.steps, desc="state tuning") as bar:

@@ -1,7 +1,7 @@
 """Causal state transplant (paper §3, Table 1): P(old) after moving layer ranges of B's state
 into A's, as a markdown table.
 
-    python scripts/transplant_table.py --model <anything rwkv_jax.load accepts>
+    python scripts/transplant_table.py --model <anything convert.load accepts>
     python scripts/transplant_table.py --model rime-tiny --facts rime
     python scripts/transplant_table.py --random-tiny    # runs end to end; numbers meaningless
 """
@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 
+import convert
 import rwkv_jax
 from editing.causal import FACT_SETS, FLIPPED, transplant_table
 
@@ -28,7 +29,7 @@ def main(argv: list[str] | None = None) -> None:
         model = rwkv_jax.random_model(n_layer=4, n_embd=128, tokenizer=rwkv_jax.world_tokenizer())
         print("NOTE: random weights. These numbers are meaningless; only the mechanics run.\n")
     else:
-        model = rwkv_jax.load(args.model)
+        model = convert.load(args.model)
     table = transplant_table(model.params, model.cfg, model.tokenizer, FACT_SETS[args.facts])
     print(f"P(old) after transplanting layers of B's state into A's "
           f"(L={model.cfg.n_layer}); bold: flipped, P(new) > {FLIPPED}.\n")

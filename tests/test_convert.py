@@ -395,7 +395,7 @@ def test_export_naming_is_chosen_on_the_command_line(tmp_path, hf_dir):
         convert.convert(hf_dir, tmp_path / "x", naming="blink")
 
 
-# --- rwkv_jax.load of an official checkpoint -------------------------------------------------------
+# --- convert.load of an official checkpoint ---------------------------------------------------------
 
 
 @pytest.mark.parametrize("form", ["file", "index", "folder"])
@@ -406,7 +406,7 @@ def test_load_reads_an_official_checkpoint_in_memory_like_the_converter(tmp_path
     else:
         src = folder / "model.safetensors.index.json" if form == "index" else folder
     before = sorted(p.name for p in tmp_path.rglob("*"))
-    model = rwkv_jax.load(src, vocab="bytes", dtype="bf16")
+    model = convert.load(src, vocab="bytes", dtype="bf16")
     assert sorted(p.name for p in tmp_path.rglob("*")) == before  # nothing written
     assert model.cfg == TINY and model.tokenizer.encode("hi") == [104, 105]
     expected, _, _ = convert.read_hf(src, dtype="bf16")
@@ -415,24 +415,26 @@ def test_load_reads_an_official_checkpoint_in_memory_like_the_converter(tmp_path
 
 def test_load_of_an_official_checkpoint_raises_the_converter_errors(tmp_path, hf_dir):
     with pytest.raises(convert.VocabMismatchError, match="512 rows"):
-        rwkv_jax.load(hf_dir)  # the World vocab by default, as in convert
+        convert.load(hf_dir)  # the World vocab by default, as in convert
     bad = tmp_path / "bad.safetensors"
     bad.write_bytes((hf_dir / "model.safetensors").read_bytes()[:5000])
     with pytest.raises(convert.CorruptCheckpointError, match="truncated"):
-        rwkv_jax.load(bad, vocab="none")
+        convert.load(bad, vocab="none")
     with pytest.raises(ValueError, match="has another shape: n_layer: checkpoint 2 != expected 3"):
-        rwkv_jax.load(hf_dir, vocab="none", expect=Config.default(3, 128, 512))
+        convert.load(hf_dir, vocab="none", expect=Config.default(3, 128, 512))
+    with pytest.raises(FileNotFoundError, match="not an rwkv_jax checkpoint .*loads with convert.load"):
+        rwkv_jax.load(hf_dir)  # rwkv_jax itself opens its own checkpoints only
     (tmp_path / "empty").mkdir()
     with pytest.raises(FileNotFoundError, match="not an rwkv_jax checkpoint .*nor a Hugging Face checkpoint"):
-        rwkv_jax.load(tmp_path / "empty")
+        convert.load(tmp_path / "empty")
 
 
 def test_load_casts_an_rwkv_jax_checkpoint_and_refuses_a_vocab_for_it(tmp_path, params):
     ckpt = checkpoint.save(tmp_path / "ckpt", params, TINY, "none")
-    model = rwkv_jax.load(ckpt, dtype="bf16")
+    model = convert.load(ckpt, dtype="bf16")
     assert {x.dtype for x in jax.tree.leaves(model.params)} == {BF16} and model.tokenizer is None
     with pytest.raises(ValueError, match="records its vocab"):
-        rwkv_jax.load(ckpt, vocab="bytes")
+        convert.load(ckpt, vocab="bytes")
 
 
 # --- convert() and the CLI ---------------------------------------------------------------------

@@ -21,7 +21,6 @@ from oracle import load_official, official_forward  # noqa: E402
 from test_convert import TINY, byte_vocab  # noqa: E402
 
 import convert  # noqa: E402
-import rwkv_jax  # noqa: E402
 from rwkv_jax import State, checkpoint, forward  # noqa: E402
 
 TOL = 1e-4
@@ -109,7 +108,7 @@ def test_every_naming_in_every_container_imports_to_the_official_model(
 def test_load_of_an_official_pth_runs_as_the_official_package(params, tokens, official_fp32, tmp_path):
     pth = tmp_path / "m.pth"
     convert.write_pth(params, pth, dtype="bf16")
-    model = rwkv_jax.load(pth, vocab="none", dtype="fp32")
+    model = convert.load(pth, vocab="none", dtype="fp32")
     assert model.params["emb"].dtype == jnp.float32
     theirs = official_forward(load_official(pth), tokens)
     assert_matches(run_ours(model.params, tokens), theirs)

@@ -1,4 +1,5 @@
-"""The package layout the README promises: the dataset side loads no JAX, and nothing imports lazily."""
+"""The package layout the README promises: the dataset side loads no JAX, the packages import one
+another in one direction only, and nothing imports lazily."""
 
 import ast
 import subprocess
@@ -9,7 +10,30 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 # convert imports torch inside functions on purpose: torch is an optional dependency
-PACKAGES = ("editing", "rime", "rwkv_lm_eval")
+PACKAGES = ("rwkv_jax", "editing", "rime", "rwkv_lm_eval")
+# the layering: each package imports only those listed for it, so no circle can form
+MAY_IMPORT = {
+    "rwkv_jax": set(),
+    "convert": {"rwkv_jax"},
+    "editing": {"rwkv_jax"},
+    "rime": {"editing", "rwkv_jax", "convert"},
+    "rwkv_lm_eval": {"rwkv_jax", "convert"},
+}
+
+
+def _imported_packages(package: str) -> set[str]:
+    found = set()
+    for path in (ROOT / package).rglob("*.py"):
+        for node in ast.walk(ast.parse(path.read_text())):
+            names = [a.name for a in node.names] if isinstance(node, ast.Import) else (
+                [node.module] if isinstance(node, ast.ImportFrom) and node.module and not node.level else [])
+            found |= {n.split(".")[0] for n in names}
+    return (found & set(MAY_IMPORT)) - {package}
+
+
+@pytest.mark.parametrize("package", sorted(MAY_IMPORT))
+def test_packages_import_one_another_in_one_direction(package):
+    assert _imported_packages(package) <= MAY_IMPORT[package]
 
 
 def test_importing_the_dataset_side_loads_no_jax():
