@@ -52,3 +52,8 @@ def test_no_module_imports_inside_a_function(package):
                 found += [f"{path.relative_to(ROOT)}:{inner.lineno}" for inner in ast.walk(node)
                           if isinstance(inner, (ast.Import, ast.ImportFrom))]
     assert not found, found
+
+
+def test_the_api_list_matches_the_code():
+    out = subprocess.run([sys.executable, "scripts/api_doc.py", "--check"], capture_output=True, text=True, cwd=ROOT)
+    assert out.returncode == 0, out.stderr
