@@ -24,7 +24,7 @@ import numpy as np
 
 from editing import algebra, writes
 from editing.calibration import TEMPLATES, Template, calibrate_with
-from editing.keys import KEY_KINDS, KeyKind, other_people, question, read_keys
+from editing.keys import KEY_KINDS, KeyKind, other_people, question, read_keys_with
 from editing.methods import STARTS, CaseEdit, GroupMethod, ModelLike, _check_many, reader_of, register
 from editing.select import Selection
 from rwkv_jax.batch import Reader, take
@@ -63,19 +63,19 @@ class ReadAddressed(GroupMethod):
     def select(self) -> Selection:
         return Selection(layers=self.layers, components="wkv")
 
-    def addresses(self, states: State, model: ModelLike, cases: Sequence[CaseEdit]
+    def addresses(self, states: State, model: ModelLike, cases: Sequence[CaseEdit], reader: Reader | None = None
                   ) -> tuple[jax.Array, jax.Array | None]:
         """Read keys `[K, L, H, N, k]` of each case's own question, addressed at its old value,
         and the preserved keys `[K, L, H, N, protect * k]` (None without protection)."""
-        p, c = model.params, model.cfg
-        R = read_keys(p, c, model.tokenizer, [question(e.entity, e.property) for e in cases],
-                      [e.value_old for e in cases], states, kind=self.keys, k=self.k)
+        reader = reader_of(model, reader)
+        R = read_keys_with(reader, model.tokenizer, [question(e.entity, e.property) for e in cases],
+                           [e.value_old for e in cases], states, kind=self.keys, k=self.k)
         if not self.protect:
             return R, None
         others = [question(name, e.property) for e in cases for name in other_people(e.entity, e.people, self.protect)]
         repeated = take(states, np.repeat(np.arange(len(cases)), self.protect))
-        kept = read_keys(p, c, model.tokenizer, others, [None] * len(others), repeated,
-                         kind=self.keys, k=self.k)
+        kept = read_keys_with(reader, model.tokenizer, others, [None] * len(others), repeated,
+                              kind=self.keys, k=self.k)
         # [K * n, L, H, N, k] -> [K, L, H, N, n * k]
         kept = kept.reshape(len(cases), self.protect, *kept.shape[1:])
         return R, jnp.moveaxis(kept, 1, -2).reshape(*R.shape[:-1], -1)
@@ -126,7 +126,7 @@ class AddressedEdit(ReadAddressed):
         delta = calibrate_with(reader_of(model, reader), model.tokenizer,
                                [(c.p_old, c.p_new) for c in cases], template=self.template,
                                init_state=states if self.start == "live" else None)
-        keys, preserved = self.addresses(states, model, cases)
+        keys, preserved = self.addresses(states, model, cases, reader)
         dS = _addressed(states.wkv, delta.wkv, keys, preserved, self.lam)
         return self.write(states, self.alpha * dS)
 
@@ -143,5 +143,5 @@ class EraseEdit(ReadAddressed):
     def apply_many(self, states: State, model: ModelLike, cases: Sequence[CaseEdit],
                    reader: Reader | None = None) -> State:
         _check_many(states, cases)
-        keys, preserved = self.addresses(states, model, cases)
+        keys, preserved = self.addresses(states, model, cases, reader)
         return self.write(states, _erase(states.wkv, keys, preserved, self.lam))

@@ -23,7 +23,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from rwkv_jax.batch import Encoder, encode, pad, pad_rows
+from rwkv_jax.batch import Encoder, Reader, encode, pad
 from rwkv_jax.chat import chat_prompt
 from rwkv_jax.config import Config
 from rwkv_jax.model import forward, forward_trace, layer_norm
@@ -108,6 +108,13 @@ def read_keys(params: Params, cfg: Config, tokenizer: Encoder, questions: Sequen
     answers: per question, the answer whose first token (of `" " + answer`) the gradient keys
     address, or None for the token the state answers now; receptance keys ignore them.
     """
+    return read_keys_with(Reader(params, cfg), tokenizer, questions, answers, states, kind=kind, k=k)
+
+
+def read_keys_with(reader: Reader, tokenizer: Encoder, questions: Sequence[str], answers: Sequence[str | None],
+                   states: State, *, kind: KeyKind = "gradient", k: int = 4) -> jax.Array:
+    """`read_keys` on `reader`'s devices (an evaluator's reader, or one on a model's params)."""
+    cfg = reader.cfg
     if kind not in KEY_KINDS:
         raise ValueError(f"key kind must be one of {KEY_KINDS}, got {kind!r}")
     if not 1 <= k <= cfg.head_size:
@@ -118,5 +125,4 @@ def read_keys(params: Params, cfg: Config, tokenizer: Encoder, questions: Sequen
                          f"and {states.batch_shape}")
     tokens, lengths = pad(encode(tokenizer, questions, cfg.vocab_size))
     targets = np.array([ARGMAX if a is None else tokenizer.encode(" " + a)[0] for a in answers], np.int32)
-    keys = _keys(params, cfg, *pad_rows((tokens, lengths, targets, states)), kind=kind, k=k)
-    return keys[:B]
+    return reader.map(functools.partial(_keys, kind=kind, k=k), (tokens, lengths, targets, states))

@@ -31,9 +31,9 @@ import jax.numpy as jnp
 import numpy as np
 
 from editing import algebra
-from editing.methods import CaseEdit, GroupMethod, ModelLike, _check_many, register
+from editing.methods import CaseEdit, GroupMethod, ModelLike, _check_many, reader_of, register
 from editing.select import Selection
-from rwkv_jax.batch import Encoder, Reader, pad, pad_rows, power_of_two
+from rwkv_jax.batch import Encoder, Reader, pad, power_of_two
 from rwkv_jax.config import Config
 from rwkv_jax.model import forward
 from rwkv_jax.params import Params
@@ -155,7 +155,7 @@ class LocateEdit(GroupMethod):
             values, n_values = values.reshape(len(rows), 2, -1), n_values.reshape(len(rows), 2)
             starts = np.array([r[1] for r in rows], np.int32)
             ends = np.array([r[2] for r in rows], np.int32)
-            got = _rewrite(model.params, model.cfg, *pad_rows((tokens, starts, ends, lengths, values, n_values)))
+            got = reader_of(model, reader).map(_rewrite, (tokens, starts, ends, lengths, values, n_values))
             dS = dS.at[np.array(found)].set(got[:len(found)])
         zeros = jax.tree.map(jnp.zeros_like, states)
         return algebra.apply(states, zeros.replace(wkv=dS), select=Selection(self.layers, "wkv"))

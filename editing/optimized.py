@@ -25,9 +25,9 @@ import optax
 
 from editing import algebra
 from editing.keys import other_people, question
-from editing.methods import CaseEdit, GroupMethod, ModelLike, _check_many, register
+from editing.methods import CaseEdit, GroupMethod, ModelLike, _check_many, reader_of, register
 from editing.select import Selection
-from rwkv_jax.batch import Reader, encode, pad, pad_rows
+from rwkv_jax.batch import Reader, encode, pad
 from rwkv_jax.config import Config
 from rwkv_jax.model import forward
 from rwkv_jax.params import Params
@@ -36,7 +36,7 @@ from rwkv_jax.state import State
 
 @functools.partial(jax.jit, static_argnames=("cfg", "steps", "lr", "kl"))
 def _optimize(params: Params, cfg: Config, tokens, lengths, prompt_lengths, others, other_lengths,
-              states: State, mask: jax.Array, *, steps: int, lr: float, kl: float) -> jax.Array:
+              states: State, *, mask: jax.Array, steps: int, lr: float, kl: float) -> jax.Array:
     # tokens [B, T] own question + new value, lengths [B], prompt_lengths [B] (the question's
     # part); others [B, O, T2], other_lengths [B, O]; states [B]; mask [L, 1, 1, 1] -> dS [B, L, H, N, N]
     def one(t, n, n_prompt, o, o_n, s):
@@ -110,8 +110,7 @@ class OptimizedEdit(GroupMethod):
         others, other_lengths = others.reshape(B, O, -1), other_lengths.reshape(B, O)
         select = Selection(self.layers, "wkv")
         mask = jnp.asarray(select.layer_mask(cfg.n_layer))[:, None, None, None]
-        dS = _optimize(model.params, cfg, *pad_rows((tokens, lengths, prompt_lengths, others, other_lengths,
-                                                     states)),
-                       mask, steps=self.steps, lr=self.lr, kl=self.kl)[:B]
+        kernel = functools.partial(_optimize, mask=mask, steps=self.steps, lr=self.lr, kl=self.kl)
+        dS = reader_of(model, reader).map(kernel, (tokens, lengths, prompt_lengths, others, other_lengths, states))
         zeros = jax.tree.map(jnp.zeros_like, states)
         return algebra.apply(states, zeros.replace(wkv=dS), select=select)

@@ -14,8 +14,8 @@ arrays alike and keep them where they are.
 from __future__ import annotations
 
 import functools
-from collections.abc import Sequence
-from typing import Protocol
+from collections.abc import Callable, Sequence
+from typing import Any, Protocol
 
 import jax
 import jax.numpy as jnp
@@ -177,14 +177,27 @@ class Reader:
         states.check(self.cfg)
         states = broadcast(states, len(rows))
         order = np.argsort([len(r) for r in rows], kind="stable")  # similar lengths share a bucket
-        size = self.placement.batch_size or len(rows)
-        parts = []
-        for start in range(0, len(rows), size):
-            part = order[start:start + size]
-            batch = self.placement.pad((*pad([rows[i] for i in part], bucket), take(states, part)), len(part))
-            out = read(self.params, self.cfg, *self.placement.put(batch), wkv=self.wkv)
-            parts.append(take(self.placement.fetch(out), np.arange(len(part))))
+        kernel = functools.partial(read, wkv=self.wkv)
+        parts = [self._run(kernel, (*pad([rows[i] for i in part], bucket), take(states, part)))
+                 for part in self._batches(order)]
         return take(concat(parts), np.argsort(order, kind="stable"))
+
+    def map(self, kernel: Callable[..., Any], rows: tuple) -> Any:
+        """`kernel(params, cfg, *rows)` on this reader's devices, for kernels other than `read`
+        (gradients, tangents): `rows` is a tuple of trees with one leading row axis `[B]`, run in
+        batches of the placement's size; the result's leaves come back `[B]`, in order."""
+        n = jax.tree.leaves(rows)[0].shape[0]
+        return concat([self._run(kernel, take(rows, part)) for part in self._batches(np.arange(n))])
+
+    def _batches(self, order: np.ndarray) -> list[np.ndarray]:
+        size = self.placement.batch_size or len(order)
+        return [order[start:start + size] for start in range(0, len(order), size)]
+
+    def _run(self, kernel: Callable[..., Any], rows: tuple) -> Any:
+        # one batch of n rows: padded and placed, run, fetched and cut back to n
+        n = jax.tree.leaves(rows)[0].shape[0]
+        out = kernel(self.params, self.cfg, *self.placement.put(self.placement.pad(rows, n)))
+        return take(self.placement.fetch(out), np.arange(n))
 
     def read_texts(self, tokenizer: Encoder, texts: Sequence[str], states: State | None = None, *,
                    bucket: int = BUCKET) -> tuple[jax.Array, State]:

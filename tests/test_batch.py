@@ -105,3 +105,29 @@ def test_take_concat_put_rows_round_trip(tiny, starts, host):
     assert not np.any(np.asarray(put.wkv[1])) and not np.any(np.asarray(zeros.wkv))  # input untouched
     assert all(isinstance(x, np.ndarray) == host for x in jax.tree.leaves((joined, put)))
     assert batch.broadcast(batch.take(states, 0), 3).batch_shape == (3,)
+
+
+class TwoRows(batch.DefaultDevice):
+    """A placement of two rows a batch, as an evaluator's fixed-size batches are."""
+
+    batch_size = 2
+
+    @staticmethod
+    def pad(tree, n: int):
+        return batch.pad_rows(tree, 2)
+
+
+def test_reader_map_runs_any_kernel_in_the_placements_batches_and_keeps_row_order(tiny, starts):
+    cfg, params = tiny
+    calls = []
+
+    def kernel(p, c, rows, s):
+        calls.append(rows.shape[0])
+        return rows * 10, s.wkv.sum(axis=(1, 2, 3, 4))
+
+    rows = np.arange(5 * 3).reshape(5, 3)
+    states = batch.concat([starts, batch.take(starts, [0, 1])])
+    got_rows, got_sums = batch.Reader(params, cfg, TwoRows()).map(kernel, (rows, states))
+    assert calls == [2, 2, 2]  # 5 rows in batches of two, the last padded
+    np.testing.assert_array_equal(got_rows, rows * 10)
+    np.testing.assert_allclose(got_sums, states.wkv.sum(axis=(1, 2, 3, 4)), rtol=1e-6)
