@@ -28,6 +28,7 @@ from tqdm import tqdm
 import convert
 from rime.data.errors import CaseError
 from rime.data.hub import write_hub
+from rime.data.sessions import build_session_splits
 from rime.data.splits import DEFAULT_SEED, DEV_SIZE, TEST_SIZE, build_splits, summary
 from rime.data.storage import BUNDLED_SPLITS, HF_DIRNAME, check_jsonl, filler_warnings, load, locate, write_build
 from rime.data.turns import FILLER_MODES
@@ -43,7 +44,7 @@ INTERRUPTED = 130  # the shell's code for a process ended by SIGINT
 
 def _build(args: argparse.Namespace) -> int:
     check_parents(args.out)
-    splits = build_splits(args.seed, args.test_size, args.dev_size)
+    splits = {**build_splits(args.seed, args.test_size, args.dev_size), **build_session_splits(args.seed)}
     written = write_build(splits, args.out, hf=not args.jsonl_only)
     if not args.jsonl_only:
         write_hub(splits, Path(args.out) / HF_DIRNAME, seed=args.seed)
@@ -59,7 +60,7 @@ def _build(args: argparse.Namespace) -> int:
 
 
 def add_build(commands: argparse._SubParsersAction) -> None:
-    p = commands.add_parser("build", help="generate the test and dev splits")
+    p = commands.add_parser("build", help="generate the test and dev splits and their session splits")
     p.add_argument("--seed", type=int, default=DEFAULT_SEED)
     p.add_argument("--out", required=True, help="output folder")
     p.add_argument("--test-size", type=int, default=TEST_SIZE)

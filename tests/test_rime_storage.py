@@ -41,7 +41,7 @@ def test_dataset_dict_round_trip_keeps_the_case_shape(tmp_path, splits):
 
 
 def test_bundled_splits_load_offline_and_match_the_default_build():
-    built = rime.build_splits(rime.DEFAULT_SEED)
+    built = {**rime.build_splits(rime.DEFAULT_SEED), **rime.build_session_splits(rime.DEFAULT_SEED)}
     for name in rime.BUNDLED_SPLITS:
         assert records(rime.load(name)) == records(built[name]), f"rime/data/{name}.jsonl is stale"
     assert len(rime.load("test")) == 215

@@ -8,6 +8,7 @@ and `rime.eval` runs edit methods on the cases.
     case.edit_steps()                              # the calibration pairs, in application order
     rime.filler_turns(case, "adversarial", 2)      # filler exchanges for the multi-turn axis
     splits = rime.build_splits(seed=0)             # regenerate; rime.summary(splits) reports marginals
+    sessions = rime.load("session_test")           # many-edit sessions; rime.expected_answers(sessions[0])
     next(rime.dialogue_turns(seed=0))              # training corpus for the bundled model, as turns
 """
 
@@ -34,8 +35,23 @@ from rime.data.errors import (
     MissingFieldError,
     UnknownFieldError,
 )
-from rime.data.hub import features, to_dataset_dict, write_hub
-from rime.data.schema import CalibrationPair, Case, Controls, JointEdit, Probe, Recipient, StackStep
+from rime.data.hub import features, session_features, to_dataset_dict, write_hub
+from rime.data.ledger import answer_key, expected_answers
+from rime.data.schema import (
+    CalibrationPair,
+    Case,
+    Controls,
+    Fact,
+    JointEdit,
+    Probe,
+    Recipient,
+    Session,
+    SessionEdit,
+    SessionQuery,
+    StackStep,
+    read_record,
+)
+from rime.data.sessions import build_session_splits, make_session
 from rime.data.splits import (
     DEFAULT_SEED,
     DEV_SIZE,
@@ -65,10 +81,11 @@ from rime.data.turns import (
 __all__ = [
     "AXES", "BUNDLED_SPLITS", "DEFAULT_SEED", "DEV_SIZE", "EXCLUSIONS", "FILLER_MODES", "MAX_FILLER_TURNS", "MIXES",
     "Mix", "PROBE_KINDS", "TEST_SIZE", "CalibrationPair", "Case", "CaseError", "Cell", "Controls", "ExclusionError",
-    "FieldTypeError", "FieldValueError", "FormatError", "InconsistentCaseError", "JointEdit", "MissingFieldError",
-    "Probe", "Recipient", "StackStep", "UnknownFieldError", "acknowledgement", "admissible_cells",
-    "build_split", "build_splits", "check_jsonl", "content", "dialogue_turns", "difficulty",
-    "features", "filler_turns", "grid_size", "held_out_texts", "load", "make_case", "marginals",
-    "read_jsonl", "recipient_messages", "sample_dialogue", "stratum", "summary",
-    "to_dataset_dict", "violations", "vocabulary", "write_build", "write_hub", "write_jsonl",
+    "Fact", "FieldTypeError", "FieldValueError", "FormatError", "InconsistentCaseError", "JointEdit",
+    "MissingFieldError", "Probe", "Recipient", "Session", "SessionEdit", "SessionQuery", "StackStep",
+    "UnknownFieldError", "acknowledgement", "admissible_cells", "answer_key", "build_session_splits",
+    "build_split", "build_splits", "check_jsonl", "content", "dialogue_turns", "difficulty", "expected_answers",
+    "features", "filler_turns", "grid_size", "held_out_texts", "load", "make_case", "make_session", "marginals",
+    "read_jsonl", "read_record", "recipient_messages", "sample_dialogue", "session_features", "stratum",
+    "summary", "to_dataset_dict", "violations", "vocabulary", "write_build", "write_hub", "write_jsonl",
 ]

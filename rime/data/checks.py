@@ -10,9 +10,13 @@ from typing import TYPE_CHECKING
 
 from rime.data.axes import AXES, PROBE_KINDS, violations
 from rime.data.errors import ExclusionError, FieldValueError, InconsistentCaseError
+from rime.data.ledger import ROLES, answer_key, history
 
 if TYPE_CHECKING:
-    from rime.data.schema import CalibrationPair, Case
+    from rime.data.schema import CalibrationPair, Case, Session
+
+SESSION_ACTIONS = ("edit", "revert", "erase")
+SESSION_MAX_FILLERS = 2
 
 
 def mentions(text: str, name: str) -> bool:
@@ -31,18 +35,24 @@ def case_texts(fields: dict) -> list[str]:
     return texts
 
 
-def _related(a: str, b: str) -> bool:
+def related(a: str, b: str) -> bool:
     """Whether one string contains the other, ignoring case: substring scoring could not tell them apart."""
     a, b = a.lower(), b.lower()
     return a in b or b in a
 
 
-def _check_texts(case: Case) -> None:
+def _text_checker(case_id: str):
     def text(field: str, value: str) -> None:
         if not value.strip():
-            raise FieldValueError(case.id, field, "must not be empty")
+            raise FieldValueError(case_id, field, "must not be empty")
         if "\n\n" in value:
-            raise FieldValueError(case.id, field, "contains a blank line, which a chat turn cannot carry")
+            raise FieldValueError(case_id, field, "contains a blank line, which a chat turn cannot carry")
+
+    return text
+
+
+def _check_texts(case: Case) -> None:
+    text = _text_checker(case.id)
 
     for field in ("id", "split", "entity", "property", "value_old", "value_new", "expected_answer_substring",
                   "wrong_entity"):
@@ -123,7 +133,7 @@ def _check_recipient(case: Case) -> None:
 
 
 def _check_values(case: Case) -> None:
-    if _related(case.value_old, case.value_new):
+    if related(case.value_old, case.value_new):
         raise FieldValueError(case.id, "value_new",
                               f"{case.value_new!r} and value_old {case.value_old!r} contain one another")
     if case.stack:
@@ -138,7 +148,7 @@ def _check_values(case: Case) -> None:
         if joint.property in properties:
             raise FieldValueError(case.id, f"multi[{i}].property", f"{joint.property!r} is already edited")
         properties.append(joint.property)
-        if _related(joint.value_old, joint.value_new):
+        if related(joint.value_old, joint.value_new):
             raise FieldValueError(case.id, f"multi[{i}].value_new", "contains or is contained in value_old")
         if not joint.edits or not joint.queries:
             raise FieldValueError(case.id, f"multi[{i}]", "needs at least one edit and one query")
@@ -155,7 +165,7 @@ def _check_answers(case: Case) -> None:
     if not case.params.cell.composition_hop and expected.lower() not in case.value_new.lower():
         raise InconsistentCaseError(case.id, "expected_answer_substring",
                                     f"{expected!r} is not part of value_new {case.value_new!r}")
-    clash = [(a, b) for a in case.aliases for b in case.old_aliases if _related(a, b)]
+    clash = [(a, b) for a in case.aliases for b in case.old_aliases if related(a, b)]
     if clash:
         raise InconsistentCaseError(case.id, "aliases",
                                     f"{clash[0][0]!r} and old alias {clash[0][1]!r} contain one another")
@@ -168,3 +178,126 @@ def check_case(case: Case) -> None:
     _check_params(case)
     _check_values(case)
     _check_answers(case)
+
+
+def _check_session_texts(session: Session) -> None:
+    text = _text_checker(session.id)
+    text("id", session.id)
+    text("split", session.split)
+    for field in ("people", "facts", "passages", "edits", "queries"):
+        if not getattr(session, field):
+            raise FieldValueError(session.id, field, "must not be empty")
+    for i, name in enumerate(session.people):
+        text(f"people[{i}]", name)
+    for i, passage in enumerate(session.passages):
+        text(f"passages[{i}]", passage)
+    for i, fact in enumerate(session.facts):
+        for field in ("entity", "property", "value"):
+            text(f"facts[{i}].{field}", getattr(fact, field))
+    for i, edit in enumerate(session.edits):
+        at = f"edits[{i}]"
+        if edit.action not in SESSION_ACTIONS:
+            raise FieldValueError(session.id, f"{at}.action", f"{edit.action!r} is not one of {SESSION_ACTIONS}")
+        if edit.edit.style not in AXES["edit_style"]:
+            raise FieldValueError(session.id, f"{at}.style", f"{edit.edit.style!r} is not one of {AXES['edit_style']}")
+        erase = edit.action == "erase"
+        for field, value in (("entity", edit.entity), ("property", edit.property), ("value_old", edit.value_old),
+                             ("source", edit.edit.source)):
+            text(f"{at}.{field}", value)
+        for field, value in (("value_new", edit.value_new), ("dst", edit.edit.dst)):
+            if erase and value:
+                raise FieldValueError(session.id, f"{at}.{field}", "must be empty for an erase")
+            if not erase:
+                text(f"{at}.{field}", value)
+        if len(edit.fillers) > SESSION_MAX_FILLERS:
+            raise FieldValueError(session.id, f"{at}.fillers", f"holds {len(edit.fillers)} exchanges; at most "
+                                  f"{SESSION_MAX_FILLERS} follow an action")
+        for j, filler in enumerate(edit.fillers):
+            text(f"{at}.fillers[{j}].user", filler.user)
+            text(f"{at}.fillers[{j}].assistant", filler.assistant)
+    for i, query in enumerate(session.queries):
+        for field in ("query", "entity", "property", "expected"):
+            text(f"queries[{i}].{field}", getattr(query, field))
+        if query.role not in ROLES:
+            raise FieldValueError(session.id, f"queries[{i}].role", f"{query.role!r} is not one of {ROLES}")
+
+
+def _check_session_facts(session: Session) -> None:
+    if len(set(session.people)) != len(session.people):
+        raise FieldValueError(session.id, "people", "names a person twice")
+    passages, seen = " ".join(session.passages), set()
+    for name in session.people:
+        if not mentions(passages, name):
+            raise InconsistentCaseError(session.id, "passages", f"never mention {name!r}")
+    for i, fact in enumerate(session.facts):
+        if fact.entity not in session.people:
+            raise InconsistentCaseError(session.id, f"facts[{i}].entity", f"{fact.entity!r} is not in people")
+        if fact.key in seen:
+            raise FieldValueError(session.id, f"facts[{i}]", f"states {fact.entity}'s {fact.property} twice")
+        seen.add(fact.key)
+        if fact.value.lower() not in passages.lower():
+            raise InconsistentCaseError(session.id, f"facts[{i}].value", f"{fact.value!r} is never stated")
+
+
+def _check_reverts(session: Session) -> None:
+    for i, edit in enumerate(session.edits):
+        at = f"edits[{i}].reverts"
+        if (edit.action == "revert") != (edit.reverts is not None):
+            raise InconsistentCaseError(session.id, at, "is required for a revert and only for one")
+        if edit.action != "revert":
+            continue
+        if not 0 <= edit.reverts < i:
+            raise FieldValueError(session.id, at, f"{edit.reverts} is not an earlier action")
+        target = session.edits[edit.reverts]
+        if target.action != "edit" or target.key != edit.key:
+            raise InconsistentCaseError(session.id, at, f"action {edit.reverts} is not an edit of "
+                                        f"{edit.entity}'s {edit.property}")
+        if any(e.key == edit.key for e in session.edits[edit.reverts + 1:i]):
+            raise InconsistentCaseError(session.id, at, "the fact changed again since that edit")
+
+
+def _check_session_edits(session: Session) -> None:
+    snapshots = history(session.facts, session.edits)
+    for i, edit in enumerate(session.edits):
+        at = f"edits[{i}]"
+        if edit.key not in snapshots[i]:
+            raise InconsistentCaseError(session.id, at, f"edits {edit.entity}'s {edit.property}, which no fact states")
+        held = snapshots[i][edit.key]
+        if held is None:
+            raise InconsistentCaseError(session.id, at, f"acts on {edit.entity}'s {edit.property} after it was erased")
+        if edit.value_old != held:
+            raise InconsistentCaseError(session.id, f"{at}.value_old", f"is {edit.value_old!r} but the fact holds "
+                                        f"{held!r} at this point")
+        if edit.action != "erase" and related(edit.value_old, edit.value_new):
+            raise FieldValueError(session.id, f"{at}.value_new",
+                                  f"{edit.value_new!r} and value_old {edit.value_old!r} contain one another")
+        if edit.action == "revert" and edit.value_new != session.edits[edit.reverts].value_old:
+            raise InconsistentCaseError(session.id, f"{at}.value_new", "is not the value the reverted edit replaced")
+
+
+def _check_session_queries(session: Session) -> None:
+    key, asked = answer_key(session.facts, session.edits), set()
+    for i, query in enumerate(session.queries):
+        if query.key not in key:
+            raise InconsistentCaseError(session.id, f"queries[{i}]", f"asks {query.entity}'s {query.property}, which "
+                                        "no fact states")
+        role, expected = key[query.key]
+        if query.role != role:
+            raise InconsistentCaseError(session.id, f"queries[{i}].role", f"is {query.role!r}; the edit list makes "
+                                        f"it {role!r}")
+        if query.expected != expected:
+            raise InconsistentCaseError(session.id, f"queries[{i}].expected", f"is {query.expected!r}; the edit "
+                                        f"list leaves {expected!r}")
+        asked.add(query.key)
+    missing = [k for k in key if k not in asked]
+    if missing:
+        raise InconsistentCaseError(session.id, "queries", f"never ask {missing[0][0]}'s {missing[0][1]}")
+
+
+def check_session(session: Session) -> None:
+    """Raises the first rule `session` breaks, as a `CaseError` subclass."""
+    _check_session_texts(session)
+    _check_session_facts(session)
+    _check_reverts(session)
+    _check_session_edits(session)
+    _check_session_queries(session)

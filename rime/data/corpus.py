@@ -11,7 +11,8 @@ one to three properties each, sometimes overwritten over time, bare or narrative
   fact with a new value, or adding a fact about a new person or property.
 
 Answers are the bare value (`"light blue"`), so the first answer token is the value's first token.
-Dialogues that contain a dev or test passage or edit text verbatim are never emitted.
+Dialogues that contain a passage or edit text of a bundled split (dev, test, the sessions) verbatim are
+never emitted.
 """
 
 from __future__ import annotations
@@ -23,7 +24,7 @@ from collections.abc import Collection, Iterable, Iterator
 
 from rime.data.axes import AXES
 from rime.data.content import content
-from rime.data.schema import Case
+from rime.data.schema import Record, Session
 from rime.data.sentences import (
     canonical_template,
     edit_writer,
@@ -33,7 +34,7 @@ from rime.data.sentences import (
     roster,
     roster_items,
 )
-from rime.data.storage import load
+from rime.data.storage import BUNDLED_SPLITS, load
 from rime.data.turns import Message, avoiding, filler_pool
 
 WORD = re.compile(r"[A-Za-z0-9]+|[^\sA-Za-z0-9]")
@@ -214,18 +215,23 @@ def sample_dialogue(rng: random.Random, mix: Mix = MIXES["default"]) -> list[Mes
     return d.messages
 
 
-def held_out_texts(cases: Iterable[Case]) -> frozenset[str]:
-    """The user-side texts of benchmark cases: passages and every calibration text."""
+def held_out_texts(cases: Iterable[Record]) -> frozenset[str]:
+    """The user-side texts of benchmark cases and sessions: passages and every calibration text."""
     texts = set()
     for case in cases:
+        if isinstance(case, Session):
+            texts.update(case.passages)
+            texts.update(t for e in case.edits for t in (e.edit.source, e.edit.dst) if t)
+            continue
         texts.update(case.recipient.passages)
         texts.update(t for step in case.edit_steps() for e in step for t in (e.source, e.dst))
     return frozenset(texts)
 
 
 def bundled_held_out() -> frozenset[str]:
-    """The user-side texts of the bundled dev and test splits, which no training dialogue contains."""
-    return held_out_texts([*load("test"), *load("dev")])
+    """The user-side texts of every bundled split (dev, test and their sessions), which no training
+    dialogue contains."""
+    return held_out_texts([case for split in BUNDLED_SPLITS for case in load(split)])
 
 
 def admissible_dialogue(rng: random.Random, mix: Mix, exclude: Collection[str]) -> list[Message]:
@@ -238,7 +244,7 @@ def admissible_dialogue(rng: random.Random, mix: Mix, exclude: Collection[str]) 
 
 def dialogue_turns(seed: int, exclude: Collection[str] | None = None) -> Iterator[list[Message]]:
     """Endless dialogues as turns, deterministic in `seed`; any dialogue with a user turn in `exclude`
-    (default: the bundled dev and test texts) is skipped."""
+    (default: the texts of every bundled split) is skipped."""
     exclude = bundled_held_out() if exclude is None else exclude
     rng = random.Random(f"rime-corpus:{seed}")
     while True:

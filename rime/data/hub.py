@@ -25,8 +25,9 @@ from huggingface_hub import DatasetCardData
 
 from rime.data import schema
 from rime.data.errors import CaseError
-from rime.data.schema import Case
+from rime.data.schema import Record, Session, read_record
 
+SESSIONS_CONFIG = "sessions"
 LICENSE = "apache-2.0"  # the project's license (pyproject.toml), which covers the generated data
 CITATION = """@misc{chang2026runtime,
   title  = {Runtime Working Memory Editing in Linear Recurrent Models: A Simple Method and Its Limits},
@@ -58,16 +59,38 @@ def features() -> Any:
     })
 
 
-def to_dataset_dict(splits: dict[str, list[Case]]) -> Any:
-    """The splits as a `datasets.DatasetDict`, one row per case."""
-    schema = features()
+def session_features() -> Any:
+    """The Arrow schema of a session (a `datasets.Features`)."""
+    text, texts = datasets.Value("string"), datasets.List(datasets.Value("string"))
+    return datasets.Features({
+        "id": text, "split": text, "kind": text, "people": texts,
+        "facts": datasets.List({"entity": text, "property": text, "value": text}), "passages": texts,
+        "edits": datasets.List({"action": text, "entity": text, "property": text, "value_old": text,
+                                "value_new": text, "style": text, "source": text, "dst": text,
+                                "reverts": datasets.Value("int64"),
+                                "fillers": datasets.List({"user": text, "assistant": text})}),
+        "queries": datasets.List({"query": text, "entity": text, "property": text, "expected": text, "role": text}),
+    })
+
+
+def is_session_split(cases: list[Record]) -> bool:
+    """Whether a split holds sessions; a split holds one kind, so it has one schema."""
+    kinds = {isinstance(c, Session) for c in cases}
+    if len(kinds) > 1:
+        raise ValueError("a split holds either single cases or sessions, not both")
+    return kinds == {True}
+
+
+def to_dataset_dict(splits: dict[str, list[Record]]) -> Any:
+    """The splits as a `datasets.DatasetDict`, one row per case; session splits have their own features."""
     return datasets.DatasetDict({
-        name: datasets.Dataset.from_list([c.to_dict() for c in cases], features=schema)
+        name: datasets.Dataset.from_list([c.to_dict() for c in cases],
+                                         features=session_features() if is_session_split(cases) else features())
         for name, cases in splits.items()
     })
 
 
-def read_saved(path: Path, split: str | None) -> list[Case]:
+def read_saved(path: Path, split: str | None) -> list[Record]:
     """The cases of a `save_to_disk` folder: a Dataset, all splits of a DatasetDict, or one `split`."""
     data = datasets.load_from_disk(str(path))
     if isinstance(data, datasets.Dataset):
@@ -82,7 +105,7 @@ def read_saved(path: Path, split: str | None) -> list[Case]:
     for name, part in parts.items():
         for i, row in enumerate(part.to_list()):
             try:
-                cases.append(Case.from_dict(row))
+                cases.append(read_record(row))
             except CaseError as err:
                 err.where = f"{path}[{name}][{i}]" if name else f"{path}[{i}]"
                 raise
@@ -98,7 +121,7 @@ def _fields() -> str:
     return "```\n" + "\n".join(line[4:] for line in table.group(1).splitlines()) + "\n```"
 
 
-def _body(splits: dict[str, list[Case]], seed: int | None) -> str:
+def _body(splits: dict[str, list[Record]], seed: int | None) -> str:
     sizes = "\n".join(f"| `{name}` | {len(cases)} |" for name, cases in splits.items())
     command = f"python -m rime build --seed {seed} --out DIR" if seed is not None else "python -m rime build"
     return f"""# RIME: Runtime Internal Memory Editing
@@ -110,6 +133,11 @@ to `value_new`), asks paraphrased questions whose answers show whether the edit 
 facts the edit must leave alone. Controlled axes vary one difficulty at a time: distractors,
 overwrites, one-hop composition, multi-property edits, stacked edits, conflict markers, recipient
 richness, edit style and the target's position.
+
+The `sessions` config holds the many-edit setting: one conversation states several facts about several
+people, then edits, reverts and erases different facts one after another (with filler exchanges between
+them), and every fact is asked afterwards: the edited ones (reliability, retention), the untouched ones
+(locality), the reverted and the erased.
 
 ## Splits
 
@@ -145,8 +173,9 @@ Method and Its Limits" (Martin Chang, AINekko, 2026):
 """
 
 
-def write_hub(splits: dict[str, list[Case]], folder: str | os.PathLike, *, seed: int | None = None) -> Path:
-    """Writes the parquet files and the dataset card into `folder` (created if needed)."""
+def write_hub(splits: dict[str, list[Record]], folder: str | os.PathLike, *, seed: int | None = None) -> Path:
+    """Writes the parquet files and the dataset card into `folder` (created if needed): the single-case
+    splits are the `default` config, the session splits the `sessions` config (each has one schema)."""
     folder = Path(folder).absolute()
     (folder / "data").mkdir(parents=True, exist_ok=True)
     data = to_dataset_dict(splits)
@@ -158,12 +187,17 @@ def write_hub(splits: dict[str, list[Case]], folder: str | os.PathLike, *, seed:
         tags=["knowledge-editing", "recurrent-state", "rwkv"],
         size_categories=["n<1K" if total < 1000 else "1K<n<10K" if total < 10_000 else "10K<n<100K"],
     )
-    split_dict = datasets.SplitDict()
-    for name, part in data.items():
-        split_dict.add(datasets.SplitInfo(name=name, num_examples=len(part)))
-    features = next(iter(data.values())).features
-    DatasetInfosDict({"default": datasets.DatasetInfo(features=features, splits=split_dict)}).to_dataset_card_data(card)
-    configs = {"default": {"data_files": [{"split": name, "path": f"data/{name}-*.parquet"} for name in data]}}
+    groups: dict[str, list[str]] = {}
+    for name, cases in splits.items():
+        groups.setdefault(SESSIONS_CONFIG if is_session_split(cases) else "default", []).append(name)
+    infos, configs = {}, {}
+    for config, names in groups.items():
+        split_dict = datasets.SplitDict()
+        for name in names:
+            split_dict.add(datasets.SplitInfo(name=name, num_examples=len(data[name])))
+        infos[config] = datasets.DatasetInfo(features=data[names[0]].features, splits=split_dict)
+        configs[config] = {"data_files": [{"split": name, "path": f"data/{name}-*.parquet"} for name in names]}
+    DatasetInfosDict(infos).to_dataset_card_data(card)
     MetadataConfigs(configs).to_dataset_card_data(card)
     readme = folder / "README.md"
     readme.write_text(f"---\n{card.to_yaml()}\n---\n\n{_body(splits, seed)}", encoding="utf-8")

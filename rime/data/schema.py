@@ -23,6 +23,22 @@ A case is one JSON object (`Case.to_dict` writes it, `Case.from_dict` reads and 
                                the same person, edited jointly with the first step
     wrong_entity               a name absent from the case, for the wrong-entity control
 
+A session (`"kind": "session"`; a single case may say `"kind": "single"`, its default) is the many-edit
+case: one conversation stating facts about several people, then edits applied one after another:
+
+    people                     everyone the session is about, in order of first mention
+    facts                      [{entity, property, value}]: what the passages state, one value per fact
+    passages                   user turns that state the facts
+    edits                      [{action, entity, property, value_old, value_new, style, source, dst, reverts,
+                               fillers}] in order: action "edit" sets value_new, "revert" undoes edit number
+                               `reverts` (value_new is that edit's value_old), "erase" removes the fact
+                               (value_new and dst empty); reverts is null for the others; source / dst are the
+                               calibration pair; fillers the [{user, assistant}] exchanges read after the action
+    queries                    [{query, entity, property, expected, role}] asked after the last action;
+                               role (`rime.data.ledger`): reliability (the last action's edit), retention
+                               (earlier edits), locality (untouched facts), reverted, erased (expected is the
+                               value that must be gone)
+
 A hand-written case in the paper's format may leave out every field but entity, property, value_old,
 value_new, recipient, edits, queries and expected_answer_substring. Defaults: id = "case-" + 10 hex
 digits of the SHA-1 of the record; split = "custom"; probe_queries, stack, multi = []; probe kind =
@@ -45,9 +61,9 @@ from dataclasses import dataclass
 from typing import Any, NamedTuple
 
 from rime.data.axes import Cell
-from rime.data.checks import case_texts, check_case, mentions
-from rime.data.content import content
-from rime.data.errors import FieldTypeError, MissingFieldError, UnknownFieldError
+from rime.data.checks import case_texts, check_case, check_session, mentions
+from rime.data.content import Filler, content
+from rime.data.errors import FieldTypeError, FieldValueError, MissingFieldError, UnknownFieldError
 
 _REQUIRED = object()
 
@@ -167,7 +183,10 @@ class Case:
     @classmethod
     def from_dict(cls, data: Any) -> Case:
         """Reads a record, filling documented defaults; raises a `CaseError` subclass naming the field."""
-        return _read_case(data)
+        record = read_record(data)
+        if not isinstance(record, Case):
+            raise FieldValueError(record.id, "kind", f"is {SESSION!r}; read it with Session.from_dict")
+        return record
 
     def edit_steps(self, entity: str | None = None) -> list[tuple[CalibrationPair, ...]]:
         """The edits in application order; the edits of one step are applied jointly.
@@ -183,6 +202,105 @@ class Case:
         name = re.compile(rf"\b{re.escape(self.entity)}\b")
         return [tuple(CalibrationPair(e.style, name.sub(entity, e.source), name.sub(entity, e.dst)) for e in step)
                 for step in steps]
+
+
+SINGLE, SESSION = "single", "session"
+
+
+@dataclass(frozen=True)
+class Fact:
+    """One value of one person's property, as the passages state it."""
+
+    entity: str
+    property: str
+    value: str
+
+    @property
+    def key(self) -> tuple[str, str]:
+        return self.entity, self.property
+
+    def to_dict(self) -> dict:
+        return {"entity": self.entity, "property": self.property, "value": self.value}
+
+
+@dataclass(frozen=True)
+class SessionEdit:
+    """One action of a session's edit list, and the filler exchanges read after it."""
+
+    action: str
+    entity: str
+    property: str
+    value_old: str
+    value_new: str
+    edit: CalibrationPair
+    reverts: int | None
+    fillers: tuple[Filler, ...]
+
+    @property
+    def key(self) -> tuple[str, str]:
+        return self.entity, self.property
+
+    def to_dict(self) -> dict:
+        return {"action": self.action, "entity": self.entity, "property": self.property,
+                "value_old": self.value_old, "value_new": self.value_new, **self.edit.to_dict(),
+                "reverts": self.reverts, "fillers": [{"user": f.user, "assistant": f.assistant} for f in self.fillers]}
+
+
+@dataclass(frozen=True)
+class SessionQuery:
+    """A question asked after the last action, about one fact."""
+
+    query: str
+    entity: str
+    property: str
+    expected: str
+    role: str
+
+    @property
+    def key(self) -> tuple[str, str]:
+        return self.entity, self.property
+
+    def to_dict(self) -> dict:
+        return {"query": self.query, "entity": self.entity, "property": self.property,
+                "expected": self.expected, "role": self.role}
+
+
+@dataclass(frozen=True)
+class Session:
+    """One many-edit session; constructing it checks every cross-field rule (`check_session`)."""
+
+    id: str
+    split: str
+    people: tuple[str, ...]
+    facts: tuple[Fact, ...]
+    passages: tuple[str, ...]
+    edits: tuple[SessionEdit, ...]
+    queries: tuple[SessionQuery, ...]
+
+    def __post_init__(self) -> None:
+        check_session(self)
+
+    def to_dict(self) -> dict:
+        return {"id": self.id, "split": self.split, "kind": SESSION, "people": list(self.people),
+                "facts": [f.to_dict() for f in self.facts], "passages": list(self.passages),
+                "edits": [e.to_dict() for e in self.edits], "queries": [q.to_dict() for q in self.queries]}
+
+    @classmethod
+    def from_dict(cls, data: Any) -> Session:
+        """Reads a session record; raises a `CaseError` subclass naming the field."""
+        record = read_record(data)
+        if not isinstance(record, Session):
+            raise FieldValueError(record.id, "kind", f"is {SINGLE!r}; a session says \"kind\": \"session\"")
+        return record
+
+
+Record = Case | Session
+
+
+def read_record(data: Any) -> Record:
+    """A case of either kind, by its `kind` field (default "single")."""
+    kind = data.get("kind", SINGLE) if isinstance(data, dict) else SINGLE
+    return _read_session(data) if kind == SESSION else _read_case(data)
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -210,6 +328,13 @@ class _Object:
                 raise MissingFieldError(self.case_id, self.at(key), "is required")
             return default
         return _typed(self.case_id, self.at(key), self.data[key], kind)
+
+    def nullable(self, key: str, kind: type) -> Any:
+        """An optional field that may also be null: None for both."""
+        if self.data.get(key) is None:
+            self.read.add(key)
+            return None
+        return self.get(key, kind)
 
     def strings(self, key: str, default: Any = _REQUIRED) -> tuple[str, ...]:
         items = self.get(key, list, default)
@@ -250,12 +375,50 @@ def _read_edit(obj: _Object) -> CalibrationPair:
     return edit
 
 
-def _read_case(data: Any) -> Case:
+def _open_record(data: Any) -> tuple[_Object, str]:
+    """The record as an `_Object` and its id (a digest when it has none); checks `kind`."""
     if not isinstance(data, dict):
         raise FieldTypeError("<unknown>", "<case>", f"expected an object, got {_type_name(data)}")
     raw_id = data["id"] if "id" in data else _default_id(data)
-    case = _Object(raw_id if isinstance(raw_id, str) else "<unknown>", data, "")
-    case_id = case.get("id", str, raw_id)
+    record = _Object(raw_id if isinstance(raw_id, str) else "<unknown>", data, "")
+    case_id = record.get("id", str, raw_id)
+    kind = record.get("kind", str, SINGLE)
+    if kind not in (SINGLE, SESSION):
+        raise FieldValueError(case_id, "kind", f"{kind!r} is not one of {(SINGLE, SESSION)}")
+    return record, case_id
+
+
+def _read_session(data: Any) -> Session:
+    record, case_id = _open_record(data)
+    facts = []
+    for obj in record.objects("facts"):
+        facts.append(Fact(obj.get("entity", str), obj.get("property", str), obj.get("value", str)))
+        obj.done()
+    edits = []
+    for obj in record.objects("edits"):
+        fields = [obj.get(key, str) for key in ("action", "entity", "property", "value_old", "value_new")]
+        pair = CalibrationPair(obj.get("style", str), obj.get("source", str), obj.get("dst", str))
+        reverts = obj.nullable("reverts", int)
+        fillers = []
+        for filler in obj.objects("fillers", []):
+            fillers.append(Filler(filler.get("user", str), filler.get("assistant", str)))
+            filler.done()
+        obj.done()
+        edits.append(SessionEdit(*fields, pair, reverts, tuple(fillers)))
+    queries = []
+    for obj in record.objects("queries"):
+        queries.append(SessionQuery(*(obj.get(key, str) for key in ("query", "entity", "property", "expected",
+                                                                     "role"))))
+        obj.done()
+    fields = dict(id=case_id, split=record.get("split", str, "custom"), people=record.strings("people"),
+                  facts=tuple(facts), passages=record.strings("passages"), edits=tuple(edits),
+                  queries=tuple(queries))
+    record.done()
+    return Session(**fields)
+
+
+def _read_case(data: Any) -> Case:
+    case, case_id = _open_record(data)
 
     rec = case.child("recipient")
     recipient = Recipient(rec.strings("passages"), rec.strings("entity_order"), rec.get("target_position", int))

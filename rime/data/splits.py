@@ -21,7 +21,8 @@ from collections.abc import Hashable, Iterable, Sequence
 from rime.data.axes import AXES, Cell, admissible_cells, grid_size, stratum
 from rime.data.cases import make_case
 from rime.data.content import content
-from rime.data.schema import Case
+from rime.data.schema import Case, Record, Session
+from rime.data.sessions import session_marginals
 
 DEFAULT_SEED = 0
 TEST_SIZE = 215
@@ -93,8 +94,13 @@ def marginals(cases: Iterable[Case]) -> dict[str, dict]:
     return {axis: dict(sorted(counter.items())) for axis, counter in counts.items()}
 
 
-def summary(splits: dict[str, list[Case]]) -> dict:
-    """What `build` reports: the grid size and every split's size and marginals."""
+def summary(splits: dict[str, list[Record]]) -> dict:
+    """What `build` reports: the grid size and every split's size and marginals (a session split's by
+    size and action, `rime.data.sessions.session_marginals`)."""
     total, admissible = grid_size()
+
+    def of(cases: list[Record]) -> dict:
+        return session_marginals(cases) if cases and isinstance(cases[0], Session) else marginals(cases)
+
     return {"grid": {"cells": total, "admissible": admissible},
-            "splits": {name: {"size": len(cases), "marginals": marginals(cases)} for name, cases in splits.items()}}
+            "splits": {name: {"size": len(cases), "marginals": of(cases)} for name, cases in splits.items()}}

@@ -1,6 +1,7 @@
 """Reading and writing RIME splits: JSONL in the paper's format, a Hugging Face `DatasetDict`
-(`rime.data.hub`), and the splits bundled as package data (`rime/data/{test,dev}.jsonl`, the default
-seed's build, so they load offline; regenerate them with `python -m rime build --jsonl-only --out rime/data`).
+(`rime.data.hub`), and the splits bundled as package data (`rime/data/{test,dev}.jsonl` and the many-edit
+`session_{test,dev}.jsonl`, the default seed's build, so they load offline; regenerate them with
+`python -m rime build --jsonl-only --out rime/data`). A file may mix single cases and sessions.
 """
 
 from __future__ import annotations
@@ -14,10 +15,10 @@ from pathlib import Path
 
 from rime.data.errors import CaseError
 from rime.data.hub import read_saved, to_dataset_dict
-from rime.data.schema import Case
+from rime.data.schema import Case, Record, read_record
 from rime.data.turns import FILLER_MODES, MAX_FILLER_TURNS, filler_turns
 
-BUNDLED_SPLITS = ("test", "dev")
+BUNDLED_SPLITS = ("test", "dev", "session_test", "session_dev")
 HF_DIRNAME = "hf"
 
 
@@ -25,12 +26,12 @@ class FormatError(ValueError):
     """A fault in a file rather than in one case: bad JSON, a repeated id, no cases."""
 
 
-def write_jsonl(cases: Iterable[Case], path: str | os.PathLike) -> None:
+def write_jsonl(cases: Iterable[Record], path: str | os.PathLike) -> None:
     lines = (json.dumps(case.to_dict(), ensure_ascii=False) for case in cases)
     Path(path).write_text("".join(line + "\n" for line in lines), encoding="utf-8")
 
 
-def _parse(data: bytes, label: str) -> Iterator[tuple[int, Case | ValueError]]:
+def _parse(data: bytes, label: str) -> Iterator[tuple[int, Record | ValueError]]:
     """Each non-blank line's number and its case, or the error that rejects it. Lines end at `\\n` only:
     JSON strings may hold U+2028, U+2029 or U+0085, which `str.splitlines` would split at."""
     first_line: dict[str, int] = {}
@@ -52,7 +53,7 @@ def _parse(data: bytes, label: str) -> Iterator[tuple[int, Case | ValueError]]:
             yield n, FormatError(f"{where}: invalid JSON: {reason}")
             continue
         try:
-            case = Case.from_dict(record)
+            case = read_record(record)
         except CaseError as err:
             err.where = where
             yield n, err
@@ -66,7 +67,7 @@ def _parse(data: bytes, label: str) -> Iterator[tuple[int, Case | ValueError]]:
         yield 0, FormatError(f"{label}: no cases")
 
 
-def _read_jsonl_bytes(data: bytes, label: str) -> list[Case]:
+def _read_jsonl_bytes(data: bytes, label: str) -> list[Record]:
     cases = []
     for _, item in _parse(data, label):
         if isinstance(item, ValueError):
@@ -75,7 +76,7 @@ def _read_jsonl_bytes(data: bytes, label: str) -> list[Case]:
     return cases
 
 
-def read_jsonl(path: str | os.PathLike) -> list[Case]:
+def read_jsonl(path: str | os.PathLike) -> list[Record]:
     """All cases of a JSONL file; raises the first problem (a `CaseError` carries file:line)."""
     return _read_jsonl_bytes(Path(path).read_bytes(), str(path))
 
@@ -83,7 +84,7 @@ def read_jsonl(path: str | os.PathLike) -> list[Case]:
 def check_jsonl(path: str | os.PathLike) -> tuple[int, list[str]]:
     """(valid cases, every problem as a message) for a JSONL file of cases."""
     items = [item for _, item in _parse(Path(path).read_bytes(), str(path))]
-    return sum(isinstance(i, Case) for i in items), [str(i) for i in items if isinstance(i, ValueError)]
+    return sum(not isinstance(i, ValueError) for i in items), [str(i) for i in items if isinstance(i, ValueError)]
 
 
 def filler_warnings(path: str | os.PathLike) -> list[str]:
@@ -99,7 +100,7 @@ def filler_warnings(path: str | os.PathLike) -> list[str]:
     return warnings
 
 
-def write_build(splits: dict[str, list[Case]], out: str | os.PathLike, hf: bool = True) -> list[Path]:
+def write_build(splits: dict[str, list[Record]], out: str | os.PathLike, hf: bool = True) -> list[Path]:
     """Writes `OUT/<split>.jsonl` for every split and, with `hf`, the DatasetDict under `OUT/hf`."""
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
@@ -124,7 +125,7 @@ def _jsonl(path_or_split: str | os.PathLike) -> tuple[bytes, str] | None:
     return None
 
 
-def load(path_or_split: str | os.PathLike, split: str | None = None) -> list[Case]:
+def load(path_or_split: str | os.PathLike, split: str | None = None) -> list[Record]:
     """Cases from a bundled split name (`"test"`, `"dev"`), a JSONL file, or a `save_to_disk` folder
     (a DatasetDict: all splits in order, or only `split`). Bundled names win over same-named paths;
     write `./test` for a local file called `test`."""
@@ -145,5 +146,5 @@ def locate(path_or_split: str | os.PathLike, case_id: str) -> str:
     jsonl = _jsonl(path_or_split)
     if jsonl is None:
         return str(path_or_split)
-    found = (n for n, item in _parse(*jsonl) if isinstance(item, Case) and item.id == case_id)
+    found = (n for n, item in _parse(*jsonl) if not isinstance(item, ValueError) and item.id == case_id)
     return f"{jsonl[1]}:{next(found, '?')}"
