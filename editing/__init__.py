@@ -1,7 +1,7 @@
 """Editing the RWKV-7 recurrent state: algebra, calibration deltas, transplants, edit methods.
 
 Everything here is a pure function of `rwkv_jax.State` pytrees; the README's "Editing the state"
-section shows the main calls.
+section shows the main calls; `apply_sequence` edits a state K times, keeping every edit revertible.
 """
 
 from editing import writes
@@ -34,6 +34,7 @@ from editing.methods import (
 )
 from editing.optimized import OptimizedEdit
 from editing.select import ALL, SPANS, Selection
+from editing.sequence import apply_recorded, apply_sequence
 
 __all__ = [
     "ALL",
@@ -55,6 +56,8 @@ __all__ = [
     "StateMismatchError",
     "apply",
     "apply_edit",
+    "apply_recorded",
+    "apply_sequence",
     "calibrate",
     "calibrate_batch",
     "cosine",
