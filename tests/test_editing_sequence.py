@@ -13,9 +13,11 @@ from rwkv_jax.state import COMPONENTS
 PEOPLE = ("Rohan", "Esme", "Silas", "Tomas", "Ines", "Abena")
 TRANSCRIPT = "User: Rohan drives a hatchback. Esme drives a sedan. Rohan lives in Lyon.\n\nAssistant: Noted.\n\n"
 
+
 def case(entity, prop, old, new, **extra):
     return CaseEdit(entity, prop, old, new, f"{entity}'s {prop} is {old}.", f"{entity}'s {prop} is {new}.",
                     transcript=TRANSCRIPT, people=PEOPLE, values=(old, new), **extra)
+
 
 ROHAN_VEHICLE = case("Rohan", "vehicle", "hatchback", "minivan")
 ESME_VEHICLE = case("Esme", "vehicle", "sedan", "tractor")
@@ -24,10 +26,12 @@ ROHAN_CITY = case("Rohan", "city", "Lyon", "Paris")
 # `optimized` is left out only for its compile time, `optimized`'s own tests cover its apply_many
 LAWFUL = tuple(n for n in method_names() if n != "optimized")
 
+
 @pytest.fixture(scope="module")
 def model(tiny):
     cfg, params = tiny
     return Model(params, cfg, byte_tokenizer())
+
 
 @pytest.fixture(scope="module")
 def live(model):
@@ -37,8 +41,10 @@ def live(model):
     start = jax.tree.map(lambda x: x[:, 0], start)
     return read(model.params, model.cfg, model.tokenizer, [TRANSCRIPT] * 2, start)[1]
 
+
 def same(a, b):
     return all(np.array_equal(getattr(a, c), getattr(b, c)) for c in COMPONENTS)
+
 
 @pytest.mark.parametrize("name", LAWFUL)
 def test_every_method_edits_k_times_and_each_edit_reverts_bit_exactly_right_after(model, live, name):
@@ -52,6 +58,7 @@ def test_every_method_edits_k_times_and_each_edit_reverts_bit_exactly_right_afte
         assert same(revert(record.after, record), record.before)
     assert same(revert(final, records[-1]), records[-2].after)
 
+
 @pytest.mark.parametrize("name", ["delta", "in_context"])
 def test_recorded_batch_equals_the_loop_over_rows(model, live, name):
     m = get_method(name)
@@ -62,6 +69,7 @@ def test_recorded_batch_equals_the_loop_over_rows(model, live, name):
             np.testing.assert_allclose(getattr(after, comp)[i], getattr(one, comp)[0], rtol=1e-5, atol=1e-5)
         assert same(jax.tree.map(lambda x: x[i], record.before), jax.tree.map(lambda x: x[i], live))
 
+
 def test_reverting_an_earlier_delta_edit_keeps_the_later_one(model, live):
     """Deltas add, so taking the first of two back leaves the second as if applied alone."""
     delta = get_method("delta")
@@ -71,6 +79,7 @@ def test_reverting_an_earlier_delta_edit_keeps_the_later_one(model, live):
     for comp in COMPONENTS:
         np.testing.assert_allclose(getattr(kept, comp), getattr(only_second, comp), rtol=1e-5, atol=1e-5)
     assert not np.allclose(kept.wkv, records[0].after.wkv)
+
 
 def test_a_reverted_edit_after_more_reading_subtracts_only_its_increment(model, live):
     delta = get_method("delta")
