@@ -21,10 +21,14 @@ def acknowledgement() -> str:
     return content().acknowledgements[0]
 
 
+def passage_messages(passages: Iterable[str]) -> list[Message]:
+    """Passages as chat turns: each one, then the acknowledgement."""
+    return [turn for passage in passages for turn in (("user", passage), ("assistant", acknowledgement()))]
+
+
 def recipient_messages(case: Case) -> list[Message]:
-    """The recipient as chat turns: each passage, then the acknowledgement."""
-    return [turn for passage in case.recipient.passages
-            for turn in (("user", passage), ("assistant", acknowledgement()))]
+    """The recipient as chat turns."""
+    return passage_messages(case.recipient.passages)
 
 
 def filler_pool(mode: str, property_key: str) -> tuple[Filler, ...]:

@@ -88,7 +88,7 @@ class Evaluator:
         size = self.layout.batch_size
         return (slice(i, min(i + size, n)) for i in range(0, n, size))
 
-    def _read(self, texts: Sequence[str], states: State) -> State:
+    def read(self, texts: Sequence[str], states: State) -> State:
         """Host states `[K]` after reading one text each from `states` (`[K]`, or one for all)."""
         return self.reader.read_texts(self.model.tokenizer, texts, states, bucket=kernels.TEXT_BUCKET)[1]
 
@@ -106,7 +106,7 @@ class Evaluator:
         return states
 
     def _group(self, group: Sequence[Case]) -> list[tuple[Case, list[dict]]]:
-        recipients = self._read([recipient_text(c) for c in group], State.zeros(self.model.cfg))
+        recipients = self.read([recipient_text(c) for c in group], State.zeros(self.model.cfg))
 
         # the pool of states, one per (branch, case, setting); filler chains continue from ft=0
         edited, index, chains = [], {}, []
@@ -120,7 +120,7 @@ class Evaluator:
         pool, done = concat(edited), 0
         for k in self.spec.fillers[1:]:
             texts = [filler_text(case, mode, done, k) for case, _, mode, _ in chains]
-            read = self._read(texts, take(pool, [i for *_, i in chains]))
+            read = self.read(texts, take(pool, [i for *_, i in chains]))
             base = len(pool.wkv)
             chains = [(case, branch, mode, base + j) for j, (case, branch, mode, _) in enumerate(chains)]
             index.update({(case.id, branch, Setting(mode, k)): i for case, branch, mode, i in chains})
@@ -128,11 +128,12 @@ class Evaluator:
 
         jobs = [_Job(case, b, s, q, index[case.id, b, s]) for case in group for b in self.spec.branches()
                 for s in self.spec.settings(b) for q in questions(case)]
-        rows = [self._row(job, *result) for job, result in zip(jobs, self._answer(jobs, pool), strict=True)]
+        rows = [self._row(job, *result) for job, result in zip(jobs, self.answer(jobs, pool), strict=True)]
         return [(case, [r for r in rows if r["case_id"] == case.id]) for case in group]
 
-    def _answer(self, jobs: Sequence[_Job], pool: State) -> list[tuple[list[int], bool, np.ndarray]]:
-        """(generated ids, stopped, first-token probabilities [new, old]) per job."""
+    def answer(self, jobs: Sequence[_Job], pool: State) -> list[tuple[list[int], bool, np.ndarray]]:
+        """(generated ids, stopped, first-token probabilities [new, old]) per job: anything with a
+        `question` and the index of its `state` in `pool`."""
         prompts = [self.encode(question_prompt(j.question)) for j in jobs]
         targets = np.array([[self.first_token(j.question.new[0]), self.first_token(j.question.old[0])]
                             for j in jobs], np.int32)
@@ -152,9 +153,13 @@ class Evaluator:
                 results[i] = (out[j, :count[j]].tolist(), bool(stopped[j]), probs[j])
         return results
 
+    def text(self, ids: list[int]) -> str:
+        """A generated answer as text, cut at the stop sequence."""
+        return cut_at_stop(self.model.tokenizer.decode(ids), (STOP,))[0]
+
     def _row(self, job: _Job, ids: list[int], stopped: bool, probs: np.ndarray) -> dict:
         case, q = job.case, job.question
-        text = cut_at_stop(self.model.tokenizer.decode(ids), (STOP,))[0]
+        text = self.text(ids)
         s = score(text, q.expected, q.old, q.new, q.others)
         return {
             "case_id": case.id, "method": job.branch.label, "variant": job.branch.variant,

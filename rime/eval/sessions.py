@@ -1,0 +1,164 @@
+"""Running many-edit sessions: the passages read once, the actions applied one after another to the
+live state, filler turns read after each, then every query asked from the final state.
+
+A method sees each action only as its `CaseEdit` (entity, property, values, the calibration pair
+and the passages as transcript), never the session's queries. An "edit" is the method's
+`apply_many` with its record kept (`editing.apply_recorded`); a "revert" takes the reverted edit's
+record back out of the live state (`editing.revert`: exact where nothing changed since, first order
+elsewhere), so every method gets the same undo; an "erase" runs the library's `erase` method
+whatever the method under test, since the others have no way to remove a fact, and nothing for
+`none`. Sessions go through in groups: the i-th action of every session that has one in one call.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Iterator, Sequence
+
+import jax
+import numpy as np
+
+from editing import CaseEdit, Edit, EditMethod, apply_recorded, get_method, revert
+from rime.chat import chat_text
+from rime.data.content import content
+from rime.data.schema import Session
+from rime.data.turns import passage_messages
+from rime.eval.evaluate import Evaluator
+from rime.eval.protocol import Question, property_label
+from rime.eval.scoring import score, wilson
+from rwkv_jax.batch import put_rows, take
+from rwkv_jax.state import State
+
+ERASER = "erase"
+
+
+@dataclasses.dataclass(frozen=True)
+class _Job:
+    session: Session
+    question: Question
+    state: int
+
+
+def session_text(session: Session) -> str:
+    """The passages as the chat turns the live state reads first."""
+    return chat_text(passage_messages(session.passages))
+
+
+def action_edit(session: Session, i: int) -> CaseEdit:
+    """Action i as the editing registry takes it. An erase has no new value: its `CaseEdit` carries
+    the old one in both places, and the eraser reads only the entity and the property."""
+    e, world = session.edits[i], content()
+    known = world.properties.get(e.property)
+    return CaseEdit(e.entity, property_label(e.property), e.value_old, e.value_new or e.value_old,
+                    e.edit.source, e.edit.dst or e.edit.source, transcript=session_text(session),
+                    people=world.names, values=known.values if known else ())
+
+
+def questions(session: Session) -> list[Question]:
+    """Every query, scored against the answer key; `old` is the value the passages stated."""
+    stated = {f.key: f.value for f in session.facts}
+    return [Question(q.role, i, q.query, (q.expected,), (stated[q.key],), (q.expected,))
+            for i, q in enumerate(session.queries)]
+
+
+class SessionEvaluator:
+    """Answers every query of every session after a method's actions, through an `Evaluator`'s
+    reader and answer kernel."""
+
+    def __init__(self, evaluator: Evaluator, method: EditMethod):
+        self.evaluator, self.method = evaluator, method
+        self.eraser = None if method.name == "none" else get_method(ERASER)
+
+    def run(self, sessions: Sequence[Session]) -> Iterator[list[dict]]:
+        """Group by group, the rows of the group's sessions (one per query, in session order)."""
+        size = self.evaluator.group_size
+        for start in range(0, len(sessions), size):
+            yield self._group(sessions[start:start + size])
+
+    def final_states(self, group: Sequence[Session]) -> State:
+        """Host states `[G]` after each session's passages, actions and filler turns."""
+        ev = self.evaluator
+        states = ev.read([session_text(s) for s in group], State.zeros(ev.model.cfg))
+        records: list[dict[int, Edit]] = [{} for _ in group]  # per session: action -> its row's record
+        for i in range(max(len(s.edits) for s in group)):
+            live = [g for g, s in enumerate(group) if i < len(s.edits)]
+            for action in ("edit", "erase", "revert"):
+                rows = [g for g in live if group[g].edits[i].action == action]
+                if rows:
+                    states = self._act(states, group, rows, i, action, records)
+            talk = [g for g in live if group[g].edits[i].fillers]
+            if talk:
+                texts = [chat_text([m for f in group[g].edits[i].fillers
+                                    for m in (("user", f.user), ("assistant", f.assistant))]) for g in talk]
+                states = put_rows(states, talk, ev.read(texts, take(states, talk)))
+        return states
+
+    def _act(self, states: State, group: Sequence[Session], rows: list[int], i: int, action: str,
+             records: list[dict[int, Edit]]) -> State:
+        before = take(states, rows)
+        if action == "revert":
+            record = jax.tree.map(lambda *xs: np.stack(xs), *(records[g][group[g].edits[i].reverts] for g in rows))
+            return put_rows(states, rows, jax.tree.map(np.asarray, revert(before, record)))
+        method = self.method if action == "edit" else self.eraser
+        if method is None:
+            return states
+        cases = [action_edit(group[g], i) for g in rows]
+        after, record = apply_recorded(method, before, self.evaluator.model, cases, reader=self.evaluator.reader)
+        for j, g in enumerate(rows):
+            records[g][i] = jax.tree.map(lambda x, j=j: np.asarray(x[j]), record)
+        return put_rows(states, rows, jax.tree.map(np.asarray, after))
+
+    def _group(self, group: Sequence[Session]) -> list[dict]:
+        pool = self.final_states(group)
+        jobs = [_Job(s, q, g) for g, s in enumerate(group) for q in questions(s)]
+        return [self._row(job, ids, stopped) for job, (ids, stopped, _) in
+                zip(jobs, self.evaluator.answer(jobs, pool), strict=True)]
+
+    def _row(self, job: _Job, ids: list[int], stopped: bool) -> dict:
+        s, q = job.session, job.question
+        text = self.evaluator.text(ids)
+        scored = score(text, q.expected, q.old, q.new)
+        return {"session_id": s.id, "method": self.method.label, "facts": len(s.facts), "actions": len(s.edits),
+                "role": q.kind, "index": q.index, "query": q.text, "expected": q.expected[0], "stated": q.old[0],
+                "generation": text, "stopped": stopped, "correct": scored.correct_stripped,
+                "stated_kept": scored.old_stripped}
+
+
+def _rate(hits: Sequence[bool]) -> str:
+    lo, hi = wilson(sum(hits), len(hits))
+    return f"{sum(hits) / len(hits):.0%} [{lo:.0%}, {hi:.0%}] (n={len(hits)})" if hits else "-"
+
+
+def recall_table(rows: Sequence[dict]) -> str:
+    """Markdown: per fact count, how often the unedited model (`none` rows) answers with the value the
+    passages stated, with a 95% Wilson interval."""
+    counts = sorted({r["facts"] for r in rows if r["method"] == "none"})
+    lines = ["| facts | sessions | unedited recall [95% CI] (n) |", "|---|---|---|"]
+    for f in counts:
+        mine = [r for r in rows if r["method"] == "none" and r["facts"] == f]
+        lines.append(f"| {f} | {len({r['session_id'] for r in mine})} | {_rate([r['stated_kept'] for r in mine])} |")
+    return "\n".join(lines)
+
+
+def method_table(rows: Sequence[dict]) -> str:
+    """Markdown: per method and action count, each role's success rate with a 95% Wilson interval.
+
+    reliability: every edited fact (the last edit and the earlier ones) answered with its new value;
+    retention: the earlier edits alone; locality: untouched facts kept; reverted: the restored value;
+    erased: the erased value gone; after revert: the edited facts of sessions that reverted another edit.
+    """
+    def hits(mine: list[dict], roles: tuple[str, ...], erased: bool = False) -> list[bool]:
+        return [r["correct"] != erased for r in mine if r["role"] in roles]
+
+    reverting = {r["session_id"] for r in rows if r["role"] == "reverted"}
+    lines = ["| method | actions | reliability | retention | locality | reverted | erased | after revert |",
+             "|---|---|---|---|---|---|---|---|"]
+    for method in dict.fromkeys(r["method"] for r in rows):
+        for k in sorted({r["actions"] for r in rows if r["method"] == method}):
+            mine = [r for r in rows if r["method"] == method and r["actions"] == k]
+            kept = [r for r in mine if r["session_id"] in reverting]
+            cells = [hits(mine, ("reliability", "retention")), hits(mine, ("retention",)), hits(mine, ("locality",)),
+                     hits(mine, ("reverted",)), hits(mine, ("erased",), erased=True),
+                     hits(kept, ("reliability", "retention"))]
+            lines.append(f"| {method} | {k} | " + " | ".join(_rate(c) for c in cells) + " |")
+    return "\n".join(lines)

@@ -1,0 +1,89 @@
+"""Sessions through the model: actions applied in order on the live state, reverts exact, methods
+blind to the queries, groups equal to sessions run alone, and the tables' intervals."""
+
+import dataclasses
+from typing import ClassVar
+
+import numpy as np
+import pytest
+from test_rime_sessions import HAND, truncated
+
+import rime
+import rwkv_jax
+from editing import EditMethod, get_method
+from rime.eval.evaluate import Evaluator
+from rime.eval.protocol import Spec
+from rime.eval.scoring import wilson
+from rime.eval.sessions import SessionEvaluator, action_edit, method_table, recall_table, session_text
+from rwkv_jax.state import COMPONENTS
+
+
+@pytest.fixture(scope="module")
+def evaluator():
+    return Evaluator(rwkv_jax.load("rime-tiny"), Spec.build([]), batch_size=8)
+
+
+def edit_then_revert():
+    """HAND's first edit and, right after it, its revert: the state must come back exactly."""
+    data = truncated(3, [("reverted", "tabby cat"), ("locality", "Paris"), ("locality", "tabby cat"),
+                         ("locality", "Lyon")])
+    data["edits"] = [data["edits"][0], data["edits"][2]]
+    data["edits"][0]["fillers"] = []
+    data["edits"][1]["reverts"] = 0
+    return rime.Session.from_dict(data)
+
+
+def same(a, b):
+    return all(np.array_equal(getattr(a, c), getattr(b, c)) for c in COMPONENTS)
+
+
+@pytest.mark.parametrize("name", ["delta", "in_context"])
+def test_an_edit_reverted_right_after_restores_the_passage_state_bit_exactly(evaluator, name):
+    session = edit_then_revert()
+    final = SessionEvaluator(evaluator, get_method(name)).final_states([session])
+    from_passages = evaluator.read([session_text(session)], rwkv_jax.State.zeros(evaluator.model.cfg))
+    assert same(final, from_passages)
+
+
+@dataclasses.dataclass(frozen=True)
+class Spy(EditMethod):
+    """Records what it is given and leaves the state alone."""
+
+    name: ClassVar[str] = "spy"
+    seen: list = dataclasses.field(default_factory=list, compare=False, hash=False)
+
+    def apply(self, state, model, case):
+        self.seen.append(case)
+        return state
+
+
+def test_methods_get_each_edit_in_order_and_never_a_query(evaluator):
+    session = rime.Session.from_dict(HAND)
+    spy = Spy()
+    rows = [r for group in SessionEvaluator(evaluator, spy).run([session]) for r in group]
+    assert spy.seen == [action_edit(session, 0), action_edit(session, 1)]  # the revert and erase are not its own
+    fields = [v for case in spy.seen for v in dataclasses.astuple(case)]
+    assert not {q.query for q in session.queries} & {v for v in fields if isinstance(v, str)}
+    assert [(r["role"], r["expected"]) for r in rows] == [(q.role, q.expected) for q in session.queries]
+
+
+def test_a_group_of_sessions_reads_like_each_session_alone(evaluator):
+    sessions = rime.load("session_dev")[:3]
+    runner = SessionEvaluator(evaluator, get_method("delta"))
+    together = runner.final_states(sessions)
+    for i, session in enumerate(sessions):
+        alone = runner.final_states([session])
+        np.testing.assert_allclose(together.wkv[i], alone.wkv[0], rtol=1e-4, atol=1e-5)
+
+
+def test_tables_report_wilson_intervals_per_size_and_role():
+    rows = [{"session_id": f"s{i // 4}", "method": "none", "facts": 6, "actions": 2, "role": role,
+             "correct": ok, "stated_kept": kept}
+            for i, (role, ok, kept) in enumerate([("reliability", False, True), ("retention", False, True),
+                                                   ("locality", True, True), ("locality", False, False)] * 2)]
+    lo, hi = wilson(6, 8)
+    assert f"| 6 | 2 | 75% [{lo:.0%}, {hi:.0%}] (n=8) |" in recall_table(rows)
+    lo, hi = wilson(2, 4)
+    table = method_table(rows)
+    assert f"| none | 2 | 0% [0%, {wilson(0, 4)[1]:.0%}] (n=4) |" in table
+    assert f"50% [{lo:.0%}, {hi:.0%}] (n=4)" in table
