@@ -28,6 +28,7 @@ from tqdm import tqdm
 import convert
 from rime.data.errors import CaseError
 from rime.data.hub import write_hub
+from rime.data.schema import Session
 from rime.data.sessions import build_session_splits
 from rime.data.splits import DEFAULT_SEED, DEV_SIZE, TEST_SIZE, build_splits, summary
 from rime.data.storage import BUNDLED_SPLITS, HF_DIRNAME, check_jsonl, filler_warnings, load, locate, write_build
@@ -151,6 +152,9 @@ def _run(args: argparse.Namespace) -> int:
     spec = Spec.build(methods, fillers=fillers, modes=tuple(_names(args.modes)),
                       max_new_tokens=args.max_new_tokens, seed=args.seed)
     cases = load(source)[: args.limit]
+    if any(isinstance(c, Session) for c in cases):
+        raise ValueError(f"{source} holds many-edit sessions, which `rime run` does not evaluate; "
+                         f"run python scripts/session_eval.py --split {source}")
     model = convert.load(args.model)
     devices = jax.devices()
     print(f"{out}: {len(cases)} cases from {source}, model {args.model}, {len(devices)} {devices[0].platform} "
