@@ -1,11 +1,12 @@
 """`python -m rime COMMAND`: build and validate the RIME benchmark, evaluate edit methods on it.
 
-    python -m rime build --seed 0 --out DIR    # DIR/test.jsonl, DIR/dev.jsonl, DIR/hf (DatasetDict,
+    python -m rime build --seed 0 --out DIR    # DIR/{test,dev,session_test,session_dev}.jsonl, DIR/hf (DatasetDict,
                                                # and parquet + dataset card: datasets.load_dataset)
     python -m rime validate FILE [FILE ...]    # non-zero exit and every problem on stderr if invalid
     python -m rime run                         # the headline job: bundled model, test split -> runs/
     python -m rime run --model rime-tiny --split test --methods delta,null,in_context \
         --filler 0,1,2,4,6 --modes neutral,adversarial --out runs/NAME [--cases FILE] [--limit N]
+    python -m rime run --split session         # many-edit sessions (session_test): rows and report.md
     python -m rime report runs/NAME            # report.md and the figures' PNGs in the run folder
 
 Each command is one `add_*` function in `COMMANDS`; further commands register the same way.
@@ -36,10 +37,12 @@ from rime.data.turns import FILLER_MODES
 from rime.eval.protocol import HEADLINE_FILLERS, HEADLINE_METHODS, Spec
 from rime.eval.report import headline_summary, write_report
 from rime.eval.report import load as load_run
-from rime.eval.rows import WRITING
-from rime.eval.runner import run
+from rime.eval.rows import WRITING, read_config, read_rows
+from rime.eval.runner import run, run_sessions
+from rime.eval.sessions import session_report, write_session_report
 from rwkv_jax.atomic import check_parents, error_line
 
+SPLIT_ALIASES = {"session": "session_test"}
 INTERRUPTED = 130  # the shell's code for a process ended by SIGINT
 
 
@@ -142,7 +145,7 @@ def exit_on_interrupt(message: Callable[[], str]) -> None:
 
 
 def _run(args: argparse.Namespace) -> int:
-    source = args.cases or args.split
+    source = args.cases or SPLIT_ALIASES.get(args.split, args.split)
     out = Path(args.out) if args.out else default_out(args.model, source, args.limit)
     if args.interrupts:
         exit_on_interrupt(lambda: f"interrupted: the rows of every finished case are in {out}; "
@@ -152,9 +155,9 @@ def _run(args: argparse.Namespace) -> int:
     spec = Spec.build(methods, fillers=fillers, modes=tuple(_names(args.modes)),
                       max_new_tokens=args.max_new_tokens, seed=args.seed)
     cases = load(source)[: args.limit]
-    if any(isinstance(c, Session) for c in cases):
-        raise ValueError(f"{source} holds many-edit sessions, which `rime run` does not evaluate; "
-                         f"run python scripts/session_eval.py --split {source}")
+    sessions = [c for c in cases if isinstance(c, Session)]
+    if sessions and len(sessions) != len(cases):
+        raise ValueError(f"{source} mixes single cases and sessions; a run evaluates one kind")
     model = convert.load(args.model)
     devices = jax.devices()
     print(f"{out}: {len(cases)} cases from {source}, model {args.model}, {len(devices)} {devices[0].platform} "
@@ -172,13 +175,19 @@ def _run(args: argparse.Namespace) -> int:
         bars[0].update(n)
 
     try:
-        run(out, model, args.model, cases, source, spec, batch_size=args.batch_size, on_start=start, on_rows=rows)
+        (run_sessions if sessions else run)(out, model, args.model, cases, source, spec, batch_size=args.batch_size,
+                                            on_start=start, on_rows=rows)
     except CaseError as err:  # refused by `rime.eval.runner.check` before anything was written
         err.where = locate(source, err.case_id)
         raise
     finally:
         for bar in bars:
             bar.close()
+    if sessions:
+        print(f"wrote {write_session_report(out)}" if added or not (out / "report.md").is_file()
+              else f"{out} was already complete; nothing to do")
+        print(session_report(read_rows(out)))
+        return 0
     if added or not (out / "report.md").is_file():
         print(f"wrote {write_report(out)}")
     else:
@@ -190,7 +199,8 @@ def _run(args: argparse.Namespace) -> int:
 def add_run(commands: argparse._SubParsersAction) -> None:
     p = commands.add_parser("run", help="evaluate edit methods on RIME cases (resumable)")
     p.add_argument("--model", default="rime-tiny", help="bundled model name or checkpoint folder")
-    p.add_argument("--split", default="test", choices=BUNDLED_SPLITS, help="bundled split to evaluate")
+    p.add_argument("--split", default="test", choices=(*BUNDLED_SPLITS, *SPLIT_ALIASES),
+                   help="bundled split to evaluate (session: the session_test sessions)")
     p.add_argument("--cases", help="a JSONL file (or save_to_disk folder) of cases instead of a split")
     p.add_argument("--limit", type=_positive, help="only the first N cases")
     p.add_argument("--methods", help="edit methods, NAME or NAME:option=value:... (default: delta,null,in_context;"
@@ -206,6 +216,11 @@ def add_run(commands: argparse._SubParsersAction) -> None:
 
 
 def _report(args: argparse.Namespace) -> int:
+    if "sessions" in read_config(args.folder).get("dataset", {}):
+        path = write_session_report(args.folder)
+        print(session_report(read_rows(args.folder)))
+        print(f"wrote {path}")
+        return 0
     path = write_report(args.folder)
     print(headline_summary(load_run(args.folder)))
     print(f"wrote {path}")

@@ -11,8 +11,10 @@ from test_rime_sessions import HAND, truncated
 import rime
 import rwkv_jax
 from editing import EditMethod, get_method
+from rime.__main__ import main
 from rime.eval.evaluate import Evaluator
 from rime.eval.protocol import Spec
+from rime.eval.rows import read_rows
 from rime.eval.scoring import wilson
 from rime.eval.sessions import SessionEvaluator, action_edit, method_table, recall_table, session_text
 from rwkv_jax.state import COMPONENTS
@@ -77,7 +79,7 @@ def test_a_group_of_sessions_reads_like_each_session_alone(evaluator):
 
 
 def test_tables_report_wilson_intervals_per_size_and_role():
-    rows = [{"session_id": f"s{i // 4}", "method": "none", "facts": 6, "actions": 2, "role": role,
+    rows = [{"case_id": f"s{i // 4}", "method": "none", "facts": 6, "actions": 2, "role": role,
              "correct": ok, "stated_kept": kept}
             for i, (role, ok, kept) in enumerate([("reliability", False, True), ("retention", False, True),
                                                    ("locality", True, True), ("locality", False, False)] * 2)]
@@ -87,3 +89,24 @@ def test_tables_report_wilson_intervals_per_size_and_role():
     table = method_table(rows)
     assert f"| none | 2 | 0% [0%, {wilson(0, 4)[1]:.0%}] (n=4) |" in table
     assert f"50% [{lo:.0%}, {hi:.0%}] (n=4)" in table
+
+
+def test_rime_run_on_a_session_split_writes_rows_resumes_and_reports(tmp_path, capsys):
+    out = tmp_path / "run"
+    argv = ["run", "--split", "session_dev", "--limit", "2", "--methods", "in_context", "--out", str(out)]
+    assert main(argv) == 0
+    rows = read_rows(out)
+    sessions = rime.load("session_dev")[:2]
+    assert len(rows) == 3 * sum(len(s.queries) for s in sessions)  # none, in_context, random
+    assert {r["method"] for r in rows} == {"none", "in_context", "random"}
+    assert "## Unedited recall per fact count" in (out / "report.md").read_text()
+    lines = (out / "rows.jsonl").read_text().splitlines(keepends=True)
+    (out / "rows.jsonl").write_text("".join(lines[:-5]) + lines[-5][:9])  # the last group cut mid-line
+    assert main(argv) == 0
+    key = lambda r: (r["case_id"], r["method"], r["index"])
+    assert sorted(read_rows(out), key=key) == sorted(rows, key=key)  # the cut session redone, nothing repeated
+    capsys.readouterr()
+    assert main(argv) == 0
+    assert "already complete" in capsys.readouterr().out
+    assert main(["report", str(out)]) == 0
+    assert main([*argv[:-1], str(out), "--methods", "delta"]) == 2  # another config is refused

@@ -8,7 +8,6 @@ import pytest
 
 import rime
 from rime import FieldTypeError, FieldValueError, InconsistentCaseError, MissingFieldError, Session, UnknownFieldError
-from rime.__main__ import main
 from rime.data.corpus import bundled_held_out
 from rime.data.sessions import action_counts, cells
 
@@ -185,7 +184,3 @@ def test_dataset_dict_round_trips_sessions(tmp_path):
     rime.to_dataset_dict({"test": rime.load("test")[:2], "session_dev": sessions}).save_to_disk(str(tmp_path / "hf"))
     assert rime.load(tmp_path / "hf", split="session_dev") == sessions
 
-
-def test_rime_run_refuses_a_session_split_and_says_what_runs_it(capsys):
-    assert main(["run", "--split", "session_dev", "--out", "unused"]) == 2
-    assert "scripts/session_eval.py --split session_dev" in capsys.readouterr().err

@@ -17,12 +17,13 @@ from importlib import metadata
 import jax
 import numpy as np
 
-from editing import Selection
-from rime.data.schema import Case
+from editing import EditMethod, Selection
+from rime.data.schema import Case, Record, Session
 from rime.data.turns import filler_turns
 from rime.eval.evaluate import DEFAULT_BATCH, Evaluator
 from rime.eval.protocol import Spec, row_keys
 from rime.eval.rows import RunFolder
+from rime.eval.sessions import SessionEvaluator
 from rwkv_jax.bundle import Model
 from rwkv_jax.chat import STOP
 
@@ -50,7 +51,7 @@ def model_fingerprint(model: Model) -> dict:
             "vocab_sha256": vocab.hexdigest()}
 
 
-def cases_digest(cases: Sequence[Case]) -> str:
+def cases_digest(cases: Sequence[Record]) -> str:
     text = "\n".join(json.dumps(c.to_dict(), sort_keys=True, ensure_ascii=False) for c in cases)
     return hashlib.sha256(text.encode("utf-8")).hexdigest()
 
@@ -71,20 +72,24 @@ class Progress:
     todo: int
 
 
-def check(model: Model, cases: Sequence[Case], spec: Spec) -> None:
-    """Refuses, before anything is written, what would otherwise fail mid-run: repeated case ids,
-    a method's layer or head selection that does not fit the model, a case that the filler modes
-    cannot serve (a `CaseError` naming the case and field)."""
+def _check_ids_and_methods(model: Model, cases: Sequence[Record], methods: Sequence[EditMethod]) -> None:
     ids = [c.id for c in cases]
     if len(set(ids)) != len(ids):
         raise ValueError("case ids repeat; a run needs unique ids to resume")
-    for method in spec.methods:
+    for method in methods:
         select = getattr(method, "select", None)
         if isinstance(select, Selection):
             try:
                 select.masks(model.cfg.n_layer, model.cfg.n_head)
             except ValueError as err:
                 raise ValueError(f"method {method.label}: {err}") from None
+
+
+def check(model: Model, cases: Sequence[Case], spec: Spec) -> None:
+    """Refuses, before anything is written, what would otherwise fail mid-run: repeated case ids,
+    a method's layer or head selection that does not fit the model, a case that the filler modes
+    cannot serve (a `CaseError` naming the case and field)."""
+    _check_ids_and_methods(model, cases, spec.methods)
     if max(spec.fillers) > 0:
         for case in cases:
             for mode in spec.modes:
@@ -115,6 +120,45 @@ def run(out: str | os.PathLike, model: Model, model_ref: str, cases: Sequence[Ca
             return folder
         for group in Evaluator(model, spec, batch_size=batch_size, devices=devices).run(todo):
             rows = [row for _, case_rows in group for row in case_rows]
+            if writer:
+                folder.append(rows)
+            if on_rows:
+                on_rows(len(rows))
+    return folder
+
+
+def session_config(model: Model, model_ref: str, sessions: Sequence[Session], source: str, spec: Spec) -> dict:
+    """A session run's identity: the model, the sessions and the methods (fillers are the sessions' own)."""
+    return {
+        "model": {"ref": model_ref, **model_fingerprint(model)},
+        "dataset": {"source": source, "sessions": len(sessions), "sha256": cases_digest(sessions)},
+        "methods": [m.label for m in spec.methods], "max_new_tokens": spec.max_new_tokens, "stop": STOP,
+        "package": {PACKAGE: package_version()},
+    }
+
+
+def run_sessions(out: str | os.PathLike, model: Model, model_ref: str, sessions: Sequence[Session], source: str,
+                 spec: Spec, *, batch_size: int = DEFAULT_BATCH, devices: Sequence[jax.Device] | None = None,
+                 on_start: Callable[[Progress], None] | None = None,
+                 on_rows: Callable[[int], None] | None = None) -> RunFolder:
+    """`run` for many-edit sessions: every method of `spec` on every session not yet finished in
+    `out` (`rime.eval.sessions`), one row per query and method; resumes, locks and refuses a changed
+    config like `run`. A group's rows are appended once every method has run on it."""
+    _check_ids_and_methods(model, sessions, spec.methods)
+    writer = jax.process_index() == 0
+    with RunFolder(out, session_config(model, model_ref, sessions, source, spec), writer=writer) as folder:
+        expected = {s.id: len(s.queries) * len(spec.methods) for s in sessions}
+        finished = folder.finished(expected)
+        todo = [s for s in sessions if s.id not in finished]
+        if on_start:
+            on_start(Progress(done=sum(expected[i] for i in finished), todo=sum(expected[s.id] for s in todo)))
+        if not todo:
+            return folder
+        evaluator = Evaluator(model, spec, batch_size=batch_size, devices=devices)
+        runners = [SessionEvaluator(evaluator, method) for method in spec.methods]
+        for start in range(0, len(todo), evaluator.group_size):
+            group = todo[start:start + evaluator.group_size]
+            rows = [row for runner in runners for row in runner.rows(group)]
             if writer:
                 folder.append(rows)
             if on_rows:

@@ -13,7 +13,9 @@ whatever the method under test, since the others have no way to remove a fact, a
 from __future__ import annotations
 
 import dataclasses
+import os
 from collections.abc import Iterator, Sequence
+from pathlib import Path
 
 import jax
 import numpy as np
@@ -25,6 +27,7 @@ from rime.data.schema import Session
 from rime.data.turns import passage_messages
 from rime.eval.evaluate import Evaluator
 from rime.eval.protocol import Question, property_label
+from rime.eval.rows import read_rows
 from rime.eval.scoring import score, wilson
 from rwkv_jax.batch import put_rows, take
 from rwkv_jax.state import State
@@ -73,7 +76,7 @@ class SessionEvaluator:
         """Group by group, the rows of the group's sessions (one per query, in session order)."""
         size = self.evaluator.group_size
         for start in range(0, len(sessions), size):
-            yield self._group(sessions[start:start + size])
+            yield self.rows(sessions[start:start + size])
 
     def final_states(self, group: Sequence[Session]) -> State:
         """Host states `[G]` after each session's passages, actions and filler turns."""
@@ -108,7 +111,8 @@ class SessionEvaluator:
             records[g][i] = jax.tree.map(lambda x, j=j: np.asarray(x[j]), record)
         return put_rows(states, rows, jax.tree.map(np.asarray, after))
 
-    def _group(self, group: Sequence[Session]) -> list[dict]:
+    def rows(self, group: Sequence[Session]) -> list[dict]:
+        """The rows of one group of sessions, evaluated together."""
         pool = self.final_states(group)
         jobs = [_Job(s, q, g) for g, s in enumerate(group) for q in questions(s)]
         return [self._row(job, ids, stopped) for job, (ids, stopped, _) in
@@ -118,7 +122,7 @@ class SessionEvaluator:
         s, q = job.session, job.question
         text = self.evaluator.text(ids)
         scored = score(text, q.expected, q.old, q.new)
-        return {"session_id": s.id, "method": self.method.label, "facts": len(s.facts), "actions": len(s.edits),
+        return {"case_id": s.id, "method": self.method.label, "facts": len(s.facts), "actions": len(s.edits),
                 "role": q.kind, "index": q.index, "query": q.text, "expected": q.expected[0], "stated": q.old[0],
                 "generation": text, "stopped": stopped, "correct": scored.correct_stripped,
                 "stated_kept": scored.old_stripped}
@@ -136,29 +140,46 @@ def recall_table(rows: Sequence[dict]) -> str:
     lines = ["| facts | sessions | unedited recall [95% CI] (n) |", "|---|---|---|"]
     for f in counts:
         mine = [r for r in rows if r["method"] == "none" and r["facts"] == f]
-        lines.append(f"| {f} | {len({r['session_id'] for r in mine})} | {_rate([r['stated_kept'] for r in mine])} |")
+        lines.append(f"| {f} | {len({r['case_id'] for r in mine})} | {_rate([r['stated_kept'] for r in mine])} |")
     return "\n".join(lines)
 
 
-def method_table(rows: Sequence[dict]) -> str:
-    """Markdown: per method and action count, each role's success rate with a 95% Wilson interval.
+COLUMNS = ("reliability: every edited fact (the last edit and the earlier ones) answered with its new value; "
+           "retention: the earlier edits alone; locality: untouched facts kept; reverted: the restored value; "
+           "erased: the erased value gone; after revert: the edited facts of sessions that reverted another edit.")
 
-    reliability: every edited fact (the last edit and the earlier ones) answered with its new value;
-    retention: the earlier edits alone; locality: untouched facts kept; reverted: the restored value;
-    erased: the erased value gone; after revert: the edited facts of sessions that reverted another edit.
-    """
+
+def method_table(rows: Sequence[dict]) -> str:
+    """Markdown: per method and action count, each role's success rate with a 95% Wilson interval
+    (the columns: `COLUMNS`)."""
     def hits(mine: list[dict], roles: tuple[str, ...], erased: bool = False) -> list[bool]:
         return [r["correct"] != erased for r in mine if r["role"] in roles]
 
-    reverting = {r["session_id"] for r in rows if r["role"] == "reverted"}
+    reverting = {r["case_id"] for r in rows if r["role"] == "reverted"}
     lines = ["| method | actions | reliability | retention | locality | reverted | erased | after revert |",
              "|---|---|---|---|---|---|---|---|"]
     for method in dict.fromkeys(r["method"] for r in rows):
         for k in sorted({r["actions"] for r in rows if r["method"] == method}):
             mine = [r for r in rows if r["method"] == method and r["actions"] == k]
-            kept = [r for r in mine if r["session_id"] in reverting]
+            kept = [r for r in mine if r["case_id"] in reverting]
             cells = [hits(mine, ("reliability", "retention")), hits(mine, ("retention",)), hits(mine, ("locality",)),
                      hits(mine, ("reverted",)), hits(mine, ("erased",), erased=True),
                      hits(kept, ("reliability", "retention"))]
             lines.append(f"| {method} | {k} | " + " | ".join(_rate(c) for c in cells) + " |")
     return "\n".join(lines)
+
+
+def session_report(rows: Sequence[dict]) -> str:
+    """The markdown report of a session run: unedited recall per fact count, then every method."""
+    parts = ["# Many-edit sessions"]
+    if any(r["method"] == "none" for r in rows):
+        parts += ["## Unedited recall per fact count", recall_table(rows)]
+    parts += ["## Per method and number of actions", COLUMNS, method_table(rows)]
+    return "\n\n".join(parts) + "\n"
+
+
+def write_session_report(folder: str | os.PathLike) -> Path:
+    """Writes `report.md` of a session run folder from its rows."""
+    path = Path(folder) / "report.md"
+    path.write_text(session_report(read_rows(folder)), encoding="utf-8")
+    return path
