@@ -135,12 +135,17 @@ def _rate(hits: Sequence[bool]) -> str:
 
 def recall_table(rows: Sequence[dict]) -> str:
     """Markdown: per fact count, how often the unedited model (`none` rows) answers with the value the
-    passages stated, with a 95% Wilson interval."""
-    counts = sorted({r["facts"] for r in rows if r["method"] == "none"})
-    lines = ["| facts | sessions | unedited recall [95% CI] (n) |", "|---|---|---|"]
-    for f in counts:
-        mine = [r for r in rows if r["method"] == "none" and r["facts"] == f]
-        lines.append(f"| {f} | {len({r['case_id'] for r in mine})} | {_rate([r['stated_kept'] for r in mine])} |")
+    passages stated, over all its sessions and per number of (no-op) actions, whose filler turns it
+    still reads; 95% Wilson intervals."""
+    mine = [r for r in rows if r["method"] == "none"]
+    actions = sorted({r["actions"] for r in mine})
+    lines = ["| facts | sessions | unedited recall [95% CI] (n) | " + " | ".join(f"K={k}" for k in actions) + " |",
+             "|---" * (3 + len(actions)) + "|"]
+    for f in sorted({r["facts"] for r in mine}):
+        of = [r for r in mine if r["facts"] == f]
+        cells = [_rate([r["stated_kept"] for r in of if r["actions"] == k]) for k in actions]
+        lines.append(f"| {f} | {len({r['case_id'] for r in of})} | {_rate([r['stated_kept'] for r in of])} | "
+                     + " | ".join(cells) + " |")
     return "\n".join(lines)
 
 
