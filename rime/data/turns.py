@@ -74,4 +74,9 @@ def filler_turns(case: Case, mode: str, k: int) -> list[Message]:
         raise FieldValueError(case.id, "property", f"only {len(usable)} {mode} fillers avoid the case's names "
                               f"and values; {MAX_FILLER_TURNS} are needed")
     chosen = random.Random(f"fillers:{case.id}:{mode}").sample(usable, MAX_FILLER_TURNS)
-    return [m for f in chosen[:k] for m in (("user", f.user), ("assistant", f.assistant))]
+    return filler_messages(chosen[:k])
+
+
+def filler_messages(fillers: Iterable[Filler]) -> list[Message]:
+    """Filler exchanges as chat turns."""
+    return [m for f in fillers for m in (("user", f.user), ("assistant", f.assistant))]

@@ -24,7 +24,7 @@ from editing import CaseEdit, Edit, EditMethod, apply_recorded, get_method, reve
 from rime.chat import chat_text
 from rime.data.content import content
 from rime.data.schema import Session
-from rime.data.turns import passage_messages
+from rime.data.turns import filler_messages, passage_messages
 from rime.eval.evaluate import Evaluator
 from rime.eval.protocol import Question, property_label
 from rime.eval.rows import read_rows
@@ -91,8 +91,7 @@ class SessionEvaluator:
                     states = self._act(states, group, rows, i, action, records)
             talk = [g for g in live if group[g].edits[i].fillers]
             if talk:
-                texts = [chat_text([m for f in group[g].edits[i].fillers
-                                    for m in (("user", f.user), ("assistant", f.assistant))]) for g in talk]
+                texts = [chat_text(filler_messages(group[g].edits[i].fillers)) for g in talk]
                 states = put_rows(states, talk, ev.read(texts, take(states, talk)))
         return states
 
