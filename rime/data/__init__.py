@@ -47,6 +47,8 @@ from rime.data.splits import (
 )
 from rime.data.storage import (
     BUNDLED_SPLITS,
+    GENERATED_SPLITS,
+    HAND_WRITTEN_SPLITS,
     FormatError,
     check_jsonl,
     load,
@@ -63,12 +65,12 @@ from rime.data.turns import (
 )
 
 __all__ = [
-    "AXES", "BUNDLED_SPLITS", "DEFAULT_SEED", "DEV_SIZE", "EXCLUSIONS", "FILLER_MODES", "MAX_FILLER_TURNS", "MIXES",
-    "Mix", "PROBE_KINDS", "TEST_SIZE", "CalibrationPair", "Case", "CaseError", "Cell", "Controls", "ExclusionError",
-    "FieldTypeError", "FieldValueError", "FormatError", "InconsistentCaseError", "JointEdit", "MissingFieldError",
-    "Probe", "Recipient", "StackStep", "UnknownFieldError", "acknowledgement", "admissible_cells",
-    "build_split", "build_splits", "check_jsonl", "content", "dialogue_turns", "difficulty",
-    "features", "filler_turns", "grid_size", "held_out_texts", "load", "make_case", "marginals",
-    "read_jsonl", "recipient_messages", "sample_dialogue", "stratum", "summary",
-    "to_dataset_dict", "violations", "vocabulary", "write_build", "write_hub", "write_jsonl",
+    "AXES", "BUNDLED_SPLITS", "DEFAULT_SEED", "GENERATED_SPLITS", "HAND_WRITTEN_SPLITS", "DEV_SIZE", "EXCLUSIONS",
+    "FILLER_MODES", "MAX_FILLER_TURNS", "MIXES", "Mix", "PROBE_KINDS", "TEST_SIZE", "CalibrationPair", "Case",
+    "CaseError", "Cell", "Controls", "ExclusionError", "FieldTypeError", "FieldValueError", "FormatError",
+    "InconsistentCaseError", "JointEdit", "MissingFieldError", "Probe", "Recipient", "StackStep", "UnknownFieldError",
+    "acknowledgement", "admissible_cells", "build_split", "build_splits", "check_jsonl", "content", "dialogue_turns",
+    "difficulty", "features", "filler_turns", "grid_size", "held_out_texts", "load", "make_case", "marginals",
+    "read_jsonl", "recipient_messages", "sample_dialogue", "stratum", "summary", "to_dataset_dict", "violations",
+    "vocabulary", "write_build", "write_hub", "write_jsonl",
 ]

@@ -33,7 +33,7 @@ from rime.data.sentences import (
     roster,
     roster_items,
 )
-from rime.data.storage import load
+from rime.data.storage import BUNDLED_SPLITS, load
 from rime.data.turns import Message, avoiding, filler_pool
 
 WORD = re.compile(r"[A-Za-z0-9]+|[^\sA-Za-z0-9]")
@@ -224,8 +224,8 @@ def held_out_texts(cases: Iterable[Case]) -> frozenset[str]:
 
 
 def bundled_held_out() -> frozenset[str]:
-    """The user-side texts of the bundled dev and test splits, which no training dialogue contains."""
-    return held_out_texts([*load("test"), *load("dev")])
+    """The user-side texts of every bundled split, which no training dialogue contains."""
+    return held_out_texts([case for split in BUNDLED_SPLITS for case in load(split)])
 
 
 def admissible_dialogue(rng: random.Random, mix: Mix, exclude: Collection[str]) -> list[Message]:
@@ -238,7 +238,7 @@ def admissible_dialogue(rng: random.Random, mix: Mix, exclude: Collection[str]) 
 
 def dialogue_turns(seed: int, exclude: Collection[str] | None = None) -> Iterator[list[Message]]:
     """Endless dialogues as turns, deterministic in `seed`; any dialogue with a user turn in `exclude`
-    (default: the bundled dev and test texts) is skipped."""
+    (default: the texts of every bundled split) is skipped."""
     exclude = bundled_held_out() if exclude is None else exclude
     rng = random.Random(f"rime-corpus:{seed}")
     while True:

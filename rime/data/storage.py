@@ -1,6 +1,7 @@
 """Reading and writing RIME splits: JSONL in the paper's format, a Hugging Face `DatasetDict`
-(`rime.data.hub`), and the splits bundled as package data (`rime/data/{test,dev}.jsonl`, the default
-seed's build, so they load offline; regenerate them with `python -m rime build --jsonl-only --out rime/data`).
+(`rime.data.hub`), and the splits bundled as package data, so they load offline:
+`rime/data/{test,dev}.jsonl`, the default seed's build (regenerate them with
+`python -m rime build --jsonl-only --out rime/data`), and `rime/data/natural.jsonl`, written by hand.
 """
 
 from __future__ import annotations
@@ -17,7 +18,11 @@ from rime.data.hub import read_saved, to_dataset_dict
 from rime.data.schema import Case
 from rime.data.turns import FILLER_MODES, MAX_FILLER_TURNS, filler_turns
 
-BUNDLED_SPLITS = ("test", "dev")
+GENERATED_SPLITS = ("test", "dev")  # `python -m rime build` writes them from the default seed
+# hand-written in ordinary English, never generated nor trained on: how the model reads prose that
+# is not the corpus's own
+HAND_WRITTEN_SPLITS = ("natural",)
+BUNDLED_SPLITS = (*GENERATED_SPLITS, *HAND_WRITTEN_SPLITS)
 HF_DIRNAME = "hf"
 
 
@@ -125,7 +130,7 @@ def _jsonl(path_or_split: str | os.PathLike) -> tuple[bytes, str] | None:
 
 
 def load(path_or_split: str | os.PathLike, split: str | None = None) -> list[Case]:
-    """Cases from a bundled split name (`"test"`, `"dev"`), a JSONL file, or a `save_to_disk` folder
+    """Cases from a bundled split name (`"test"`, `"dev"`, `"natural"`), a JSONL file, or a `save_to_disk` folder
     (a DatasetDict: all splits in order, or only `split`). Bundled names win over same-named paths;
     write `./test` for a local file called `test`."""
     path = Path(path_or_split)
