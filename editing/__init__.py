@@ -34,6 +34,7 @@ from editing.methods import (
 )
 from editing.optimized import OptimizedEdit
 from editing.select import ALL, SPANS, Selection
+from editing.sparse import SparseEdit, overlap, sparsify, support
 
 __all__ = [
     "ALL",
@@ -52,6 +53,7 @@ __all__ = [
     "NonFiniteDeltaError",
     "OptimizedEdit",
     "Selection",
+    "SparseEdit",
     "StateMismatchError",
     "apply",
     "apply_edit",
@@ -65,12 +67,15 @@ __all__ = [
     "method_names",
     "norms",
     "other_people",
+    "overlap",
     "question",
     "read_keys",
     "read_keys_with",
     "register",
     "revert",
     "scale",
+    "sparsify",
+    "support",
     "transplant",
     "undo",
     "wrap",
