@@ -99,7 +99,7 @@ def _receptance(params: Params, cfg: Config, tokens: jax.Array, length: jax.Arra
         # x [T, D]: the block input; the receptance as time_mix computes it
         h = layer_norm(x, ln1)
         prev = jnp.concatenate([shift[None].astype(h.dtype), h[:-1]])
-        return (h + (prev - h) * mix) @ w_r
+        return (h + (prev - h) * mix[None]) @ w_r
 
     r = jax.vmap(layer)(trace.hidden[:-1], params["blocks"]["ln1"], state.att_shift, att["x_r"],
                         att["receptance"])  # [L, T, D]

@@ -28,7 +28,7 @@ def _ridge_pinv(a: jax.Array, lam: float, scale: jax.Array) -> jax.Array:
     # values small next to `scale` (the unprojected keys' largest) count as zero
     u, s, vt = jnp.linalg.svd(a, full_matrices=False)
     inv = jnp.where(s > _rank_tol(scale, a.shape), s / (jnp.square(s) + lam), 0.0)
-    return (vt.T * inv) @ u.T
+    return (vt.T * inv[None]) @ u.T
 
 
 def _null_projector(keys: jax.Array) -> jax.Array:

@@ -33,7 +33,8 @@ def layer_norm(x: jax.Array, p: Params, eps: float = LN_EPS) -> jax.Array:
     h = x.astype(F32)
     mean = h.mean(-1, keepdims=True)
     var = jnp.square(h - mean).mean(-1, keepdims=True)
-    h = (h - mean) * lax.rsqrt(var + eps) * p["weight"].astype(F32) + p["bias"].astype(F32)
+    scale, shift = (jnp.broadcast_to(p[n].astype(F32), h.shape) for n in ("weight", "bias"))
+    h = (h - mean) * lax.rsqrt(var + eps) * scale + shift
     return h.astype(x.dtype)
 
 
@@ -87,22 +88,22 @@ def time_mix(
     """
     T, H, N = x.shape[0], cfg.n_head, cfg.head_size
     xx = _shifted(x, shift) - x
-    xr, xw, xk, xv, xa, xg = (x + xx * p[n] for n in ("x_r", "x_w", "x_k", "x_v", "x_a", "x_g"))
+    xr, xw, xk, xv, xa, xg = (x + xx * p[n][None] for n in ("x_r", "x_w", "x_k", "x_v", "x_a", "x_g"))
 
     # [T, D] each; a is the in-context learning rate
     r = xr @ p["receptance"]
     w = jnp.tanh(xw @ p["w1"]) @ p["w2"]
     k = xk @ p["key"]
     v = xv @ p["value"]
-    a = jax.nn.sigmoid(p["a0"] + (xa @ p["a1"]) @ p["a2"])
+    a = jax.nn.sigmoid(p["a0"][None] + (xa @ p["a1"]) @ p["a2"])
     g = jax.nn.sigmoid(xg @ p["g1"]) @ p["g2"]
 
-    kk = (k * p["k_k"]).reshape(T, H, N)
+    kk = (k * p["k_k"][None]).reshape(T, H, N)
     kk = kk / jnp.maximum(jnp.linalg.norm(kk, axis=-1, keepdims=True), 1e-12)
-    k = k * (1 + (a - 1) * p["k_a"])
+    k = k * (1 + (a - 1) * p["k_a"][None])
     v_first = jnp.where(is_first, v, v_first)
-    v = jnp.where(is_first, v, v + (v_first - v) * jax.nn.sigmoid(p["v0"] + (xv @ p["v1"]) @ p["v2"]))
-    log_w = -DECAY_SCALE * jax.nn.sigmoid((p["w0"] + w).astype(F32))
+    v = jnp.where(is_first, v, v + (v_first - v) * jax.nn.sigmoid(p["v0"][None] + (xv @ p["v1"]) @ p["v2"]))
+    log_w = -DECAY_SCALE * jax.nn.sigmoid((p["w0"][None] + w).astype(F32))
 
     heads = lambda z: z.reshape(T, H, N).astype(F32)
     r_h, k_h, v_h, a_h = heads(r), heads(k), heads(v), heads(a)
@@ -116,16 +117,16 @@ def time_mix(
     mean = y.mean(-1, keepdims=True)
     var = jnp.square(y - mean).mean(-1, keepdims=True)
     y = (y - mean) * lax.rsqrt(var + GROUP_NORM_EPS)
-    y = y.reshape(T, H * N) * p["ln_x"]["weight"].astype(F32) + p["ln_x"]["bias"].astype(F32)
+    y = y.reshape(T, H * N) * p["ln_x"]["weight"][None].astype(F32) + p["ln_x"]["bias"][None].astype(F32)
     y = y.astype(x.dtype)
-    bonus = (r_h * k_h * p["r_k"].astype(F32)).sum(-1, keepdims=True) * v_h
+    bonus = (r_h * k_h * p["r_k"][None].astype(F32)).sum(-1, keepdims=True) * v_h
     y = y + bonus.reshape(T, H * N).astype(x.dtype)
     return (y * g) @ p["output"], wkv_out, v_first
 
 
 def channel_mix(p: Params, x: jax.Array, shift: jax.Array) -> jax.Array:
     """Feed-forward block with token shift and relu^2. x `[T, D]` is the ln2 output."""
-    k = x + (_shifted(x, shift) - x) * p["x_k"]
+    k = x + (_shifted(x, shift) - x) * p["x_k"][None]
     return jnp.square(jax.nn.relu(k @ p["key"])) @ p["value"]
 
 
