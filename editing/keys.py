@@ -24,6 +24,7 @@ from typing import Literal
 import jax
 import jax.numpy as jnp
 import numpy as np
+from jaxtyping import Array, Float
 
 from rwkv_jax.batch import Encoder, encode, pad, pad_rows
 from rwkv_jax.chat import chat_prompt
@@ -121,7 +122,7 @@ def _keys(params: Params, cfg: Config, tokens: jax.Array, lengths: jax.Array, ta
 
 def read_keys(params: Params, cfg: Config, tokenizer: Encoder, questions: Sequence[str],
               answers: Sequence[str | None], states: State, *, kind: KeyKind = "gradient",
-              k: int = 4) -> jax.Array:
+              k: int = 4) -> Float[Array, "B L H N k"]:
     """Orthonormal read keys `[B, L, H, N, k]`, one set per question read from its state `[B]`.
 
     answers: per question, the answer whose first token (of `" " + answer`) the gradient keys
