@@ -17,6 +17,7 @@ from typing import ClassVar
 
 import jax
 import jax.numpy as jnp
+from jaxtyping import Array, Float
 
 from editing.algebra import Delta
 from editing.methods import CaseEdit, DeltaEdit, ModelLike, register
@@ -82,7 +83,7 @@ def sparsify(delta: Delta, fraction: float, by: str = "entries") -> Delta:
     return jax.tree.map(lambda d, m: jnp.where(m, d, jnp.zeros_like(d)), delta, mask)
 
 
-def overlap(a: State, b: State) -> jax.Array:
+def overlap(a: State, b: State) -> Float[Array, ""]:
     """The share of `a`'s written entries that `b` writes too (masks from `support`), over
     every component; 0 when two edits touch disjoint parts of the state."""
     both = sum(jnp.sum(x & y) for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(b), strict=True))
