@@ -4,7 +4,7 @@ Everything here is a pure function of `rwkv_jax.State` pytrees; the README's "Ed
 section shows the main calls.
 """
 
-from editing import writes
+from editing import scoped, writes
 from editing.addressed import AddressedEdit, EraseEdit
 from editing.algebra import (
     Delta,
@@ -74,6 +74,7 @@ __all__ = [
     "register",
     "revert",
     "scale",
+    "scoped",
     "sparsify",
     "support",
     "transplant",
