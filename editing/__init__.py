@@ -4,7 +4,7 @@ Everything here is a pure function of `rwkv_jax.State` pytrees; the README's "Ed
 section shows the main calls; `apply_sequence` edits a state K times, keeping every edit revertible.
 """
 
-from editing import writes
+from editing import scoped, writes
 from editing.addressed import AddressedEdit, EraseEdit
 from editing.algebra import (
     Delta,
@@ -35,6 +35,7 @@ from editing.methods import (
 from editing.optimized import OptimizedEdit
 from editing.select import ALL, SPANS, Selection
 from editing.sequence import apply_recorded, apply_sequence
+from editing.sparse import SparseEdit, overlap, sparsify, support
 
 __all__ = [
     "ALL",
@@ -53,6 +54,7 @@ __all__ = [
     "NonFiniteDeltaError",
     "OptimizedEdit",
     "Selection",
+    "SparseEdit",
     "StateMismatchError",
     "apply",
     "apply_edit",
@@ -68,12 +70,16 @@ __all__ = [
     "method_names",
     "norms",
     "other_people",
+    "overlap",
     "question",
     "read_keys",
     "read_keys_with",
     "register",
     "revert",
     "scale",
+    "scoped",
+    "sparsify",
+    "support",
     "transplant",
     "undo",
     "wrap",

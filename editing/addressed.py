@@ -21,6 +21,7 @@ from typing import ClassVar
 import jax
 import jax.numpy as jnp
 import numpy as np
+from jaxtyping import Array, Float
 
 from editing import algebra, writes
 from editing.calibration import TEMPLATES, Template, calibrate_with
@@ -64,9 +65,9 @@ class ReadAddressed(GroupMethod):
         return Selection(layers=self.layers, components="wkv")
 
     def addresses(self, states: State, model: ModelLike, cases: Sequence[CaseEdit], reader: Reader | None = None
-                  ) -> tuple[jax.Array, jax.Array | None]:
-        """Read keys `[K, L, H, N, k]` of each case's own question, addressed at its old value,
-        and the preserved keys `[K, L, H, N, protect * k]` (None without protection)."""
+                  ) -> tuple[Float[Array, "K L H N k"], Float[Array, "K L H N protect*k"] | None]:
+        """Read keys of each case's own question, addressed at its old value, and the preserved
+        keys of `protect` other people's (None without protection)."""
         reader = reader_of(model, reader)
         R = read_keys_with(reader, model.tokenizer, [question(e.entity, e.property) for e in cases],
                            [e.value_old for e in cases], states, kind=self.keys, k=self.k)
@@ -80,8 +81,8 @@ class ReadAddressed(GroupMethod):
         kept = kept.reshape(len(cases), self.protect, *kept.shape[1:])
         return R, jnp.moveaxis(kept, 1, -2).reshape(*R.shape[:-1], -1)
 
-    def write(self, states: State, wkv: jax.Array) -> State:
-        """`states` with `wkv` `[K, L, H, N, N]` added on the selected layers."""
+    def write(self, states: State, wkv: Float[Array, "K L H N N"]) -> State:
+        """`states` with `wkv` added on the selected layers."""
         zeros = jax.tree.map(jnp.zeros_like, states)
         return algebra.apply(states, zeros.replace(wkv=wkv), select=self.select)
 

@@ -16,6 +16,7 @@ import flax.struct
 import jax
 import jax.numpy as jnp
 import numpy as np
+from jaxtyping import Array, Float
 
 from editing import checks
 from editing.select import ALL, Selection
@@ -89,7 +90,7 @@ def _masks(select: Selection, *named: tuple[str, State]) -> State:
     return select.masks(L, H)
 
 
-def _scalar(value: float | jax.Array, name: str) -> jax.Array:
+def _scalar(value: float | Float[Array, ""], name: str) -> jax.Array:
     value = jnp.asarray(value, jnp.float32)
     if value.ndim:
         raise ValueError(f"{name} must be a scalar, got shape {value.shape}")
@@ -104,7 +105,7 @@ def delta(new: State, old: State) -> Delta:
     return _sub(new, old)
 
 
-def apply(state: State, delta: Delta, *, alpha: float | jax.Array = 1.0,
+def apply(state: State, delta: Delta, *, alpha: float | Float[Array, ""] = 1.0,
           select: Selection = ALL) -> State:
     """`state + alpha * delta` on the selected slices (paper Eq. 4 with a strength and a scope)."""
     mask = _masks(select, ("state", state), ("delta", delta))
@@ -112,7 +113,7 @@ def apply(state: State, delta: Delta, *, alpha: float | jax.Array = 1.0,
     return _add(state, delta, _scalar(alpha, "alpha"), mask)
 
 
-def undo(state: State, delta: Delta, *, alpha: float | jax.Array = 1.0,
+def undo(state: State, delta: Delta, *, alpha: float | Float[Array, ""] = 1.0,
          select: Selection = ALL) -> State:
     """Removes an applied delta: `apply` with `-alpha`, so it also works on a state that has read
     more tokens or holds other edits since. Right after `apply` it returns the original up to one
@@ -133,7 +134,7 @@ class Edit:
     after: State
 
 
-def apply_edit(state: State, delta: Delta, *, alpha: float | jax.Array = 1.0,
+def apply_edit(state: State, delta: Delta, *, alpha: float | Float[Array, ""] = 1.0,
                select: Selection = ALL) -> tuple[State, Edit]:
     """`apply`, also returning the `Edit` record that `revert` needs."""
     after = apply(state, delta, alpha=alpha, select=select)
@@ -159,12 +160,12 @@ def transplant(dst: State, src: State, *, select: Selection = ALL) -> State:
     return _pick(_masks(select, ("dst", dst), ("src", src)), src, dst)
 
 
-def interpolate(a: State, b: State, t: float | jax.Array, *, select: Selection = ALL) -> State:
+def interpolate(a: State, b: State, t: float | Float[Array, ""], *, select: Selection = ALL) -> State:
     """`(1 - t) a + t b` on the selected slices, `a` elsewhere."""
     mask = _masks(select, ("a", a), ("b", b))
     return _lerp(a, b, _scalar(t, "t"), mask)
 
 
-def scale(x: State, factor: float | jax.Array, *, select: Selection = ALL) -> State:
+def scale(x: State, factor: float | Float[Array, ""], *, select: Selection = ALL) -> State:
     """`factor * x` on the selected slices, `x` elsewhere (e.g. zeroing a delta's token shift)."""
     return _scale(x, _scalar(factor, "factor"), _masks(select, ("x", x)))

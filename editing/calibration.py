@@ -10,8 +10,8 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Literal
 
-import jax
 import numpy as np
+from jaxtyping import Array, Float
 
 from editing import algebra
 from editing.algebra import Delta
@@ -37,9 +37,9 @@ def wrap(text: str, template: Template = "chat") -> str:
 
 
 def read(params: Params, cfg: Config, tokenizer: Encoder, texts: Sequence[str],
-         state: State | None = None) -> tuple[jax.Array, State]:
+         state: State | None = None) -> tuple[Float[Array, "K V"], State]:
     """Reads each text from `state` (one shared state, or one per text; zeros if None) in one
-    vmapped pass. Returns the next-token logits `[K, V]` and the states `[K, ...]`."""
+    vmapped pass. Returns the next-token logits and the states `[K, ...]`."""
     return Reader(params, cfg).read_texts(tokenizer, texts, state)
 
 

@@ -13,6 +13,7 @@ from collections.abc import Sequence
 import jax
 import jax.numpy as jnp
 import numpy as np
+from jaxtyping import Float
 
 from editing.algebra import transplant
 from editing.calibration import read
@@ -93,12 +94,12 @@ def row_label(select: Selection, cfg: Config) -> str:
 
 @dataclasses.dataclass(frozen=True)
 class Table:
-    """P(old) and P(new) per row and fact: numpy `[rows, facts]`."""
+    """P(old) and P(new) per row and fact."""
 
     rows: tuple[str, ...]
     facts: tuple[str, ...]
-    p_old: np.ndarray
-    p_new: np.ndarray
+    p_old: Float[np.ndarray, "R F"]
+    p_new: Float[np.ndarray, "R F"]
 
     def to_markdown(self) -> str:
         """P(old) per cell; bold where the fact flipped (P(new) > `FLIPPED`)."""

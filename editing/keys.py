@@ -22,6 +22,7 @@ from typing import Literal
 import jax
 import jax.numpy as jnp
 import numpy as np
+from jaxtyping import Array, Float
 
 from rwkv_jax.batch import Encoder, Reader, encode, pad
 from rwkv_jax.chat import chat_prompt
@@ -80,7 +81,7 @@ def _receptance(params: Params, cfg: Config, tokens: jax.Array, length: jax.Arra
         # x [T, D]: the block input; the receptance as time_mix computes it
         h = layer_norm(x, ln1)
         prev = jnp.concatenate([shift[None].astype(h.dtype), h[:-1]])
-        return (h + (prev - h) * mix) @ w_r
+        return (h + (prev - h) * mix[None]) @ w_r
 
     r = jax.vmap(layer)(trace.hidden[:-1], params["blocks"]["ln1"], state.att_shift, att["x_r"],
                         att["receptance"])  # [L, T, D]
@@ -102,7 +103,7 @@ def _keys(params: Params, cfg: Config, tokens: jax.Array, lengths: jax.Array, ta
 
 def read_keys(params: Params, cfg: Config, tokenizer: Encoder, questions: Sequence[str],
               answers: Sequence[str | None], states: State, *, kind: KeyKind = "gradient",
-              k: int = 4) -> jax.Array:
+              k: int = 4) -> Float[Array, "B L H N k"]:
     """Orthonormal read keys `[B, L, H, N, k]`, one set per question read from its state `[B]`.
 
     answers: per question, the answer whose first token (of `" " + answer`) the gradient keys
@@ -112,7 +113,7 @@ def read_keys(params: Params, cfg: Config, tokenizer: Encoder, questions: Sequen
 
 
 def read_keys_with(reader: Reader, tokenizer: Encoder, questions: Sequence[str], answers: Sequence[str | None],
-                   states: State, *, kind: KeyKind = "gradient", k: int = 4) -> jax.Array:
+                   states: State, *, kind: KeyKind = "gradient", k: int = 4) -> Float[Array, "B L H N k"]:
     """`read_keys` on `reader`'s devices (an evaluator's reader, or one on a model's params)."""
     cfg = reader.cfg
     if kind not in KEY_KINDS:

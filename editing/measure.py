@@ -9,6 +9,7 @@ from __future__ import annotations
 import flax.struct
 import jax
 import jax.numpy as jnp
+from jaxtyping import Array, Float
 
 from editing import checks
 from editing.algebra import align_ranks
@@ -17,26 +18,26 @@ from rwkv_jax.state import COMPONENTS, State
 
 @flax.struct.dataclass
 class Breakdown:
-    """One statistic of a state or delta at every grain. Plain float32 arrays; `B...` are the
+    """One statistic of a state or delta at every grain. Plain float32 arrays; `*B` are the
     operands' (broadcast) batch axes.
 
     Attributes:
-      wkv_heads: `[B..., L, H]` per wkv head.
-      wkv: `[B..., L]` the whole wkv state of each layer.
-      att_shift: `[B..., L]` the time-mix token-shift buffer of each layer.
-      ffn_shift: `[B..., L]` the channel-mix token-shift buffer of each layer.
-      layers: `[B..., L]` all three components of each layer together.
-      total: `[B...]` the whole state.
+      wkv_heads: per wkv head.
+      wkv: the whole wkv state of each layer.
+      att_shift: the time-mix token-shift buffer of each layer.
+      ffn_shift: the channel-mix token-shift buffer of each layer.
+      layers: all three components of each layer together.
+      total: the whole state.
     """
 
-    wkv_heads: jax.Array
-    wkv: jax.Array
-    att_shift: jax.Array
-    ffn_shift: jax.Array
-    layers: jax.Array
-    total: jax.Array
+    wkv_heads: Float[Array, "*B L H"]
+    wkv: Float[Array, "*B L"]
+    att_shift: Float[Array, "*B L"]
+    ffn_shift: Float[Array, "*B L"]
+    layers: Float[Array, "*B L"]
+    total: Float[Array, "*B"]
 
-    def unit(self, component: str) -> jax.Array:
+    def unit(self, component: str) -> Float[Array, "*B L"] | Float[Array, "*B L H"]:
         """The statistic per unit of a state component: per wkv head, per shift vector."""
         return self.wkv_heads if State.has_heads(component) else getattr(self, component)
 

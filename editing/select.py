@@ -13,6 +13,7 @@ import functools
 from collections.abc import Iterable
 
 import numpy as np
+from jaxtyping import Bool
 
 from rwkv_jax.state import COMPONENTS, State
 
@@ -122,8 +123,8 @@ class Selection:
         object.__setattr__(self, "components", tuple(c for c in COMPONENTS if c in components))
         object.__setattr__(self, "heads", heads)
 
-    def layer_mask(self, n_layer: int) -> np.ndarray:
-        """Boolean `[L]`: the selected layers."""
+    def layer_mask(self, n_layer: int) -> Bool[np.ndarray, " L"]:
+        """The selected layers."""
         if isinstance(self.layers, str):
             return _resolve(tuple(span(self.layers, n_layer)), n_layer, "layers")
         return _resolve(self.layers, n_layer, "layers")

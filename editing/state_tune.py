@@ -22,6 +22,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
+from jaxtyping import Array, Float, Int
 
 from editing.select import Selection
 from rwkv_jax.bundle import Model
@@ -81,9 +82,9 @@ def read_dialogues(path: str | os.PathLike) -> list[str]:
 
 def dialogue_batch(
     tokenizer: Tokenizer, dialogues: Sequence[str], stc: StateTuneConfig, step: int
-) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """tokens `[B, T + 1]` (right-padded), weights `[B, T]` (0 on padding) and lengths `[B]` (the
-    tokens each row reads), one dialogue per row, deterministic in (seed, step)."""
+) -> tuple[Int[np.ndarray, "B T+1"], Float[np.ndarray, "B T"], Int[np.ndarray, " B"]]:
+    """tokens (right-padded), weights (0 on padding) and lengths (the tokens each row reads), one
+    dialogue per row, deterministic in (seed, step)."""
     rng = random.Random(f"{stc.seed}/{step}")
     T = stc.seq_len + 1
     tokens = np.zeros((stc.batch_size, T), np.int32)
@@ -98,10 +99,10 @@ def dialogue_batch(
     return tokens, weights[:, 1:], lengths
 
 
-def state_loss(state: State, params: Params, cfg: Config, tokens: jax.Array, weights: jax.Array,
-               lengths: jax.Array, wkv: str = "chunked") -> jax.Array:
-    """Weighted next-token cross-entropy of a batch (tokens `[B, T + 1]`, weights `[B, T]`,
-    lengths `[B]`), every row read from `state` (unbatched)."""
+def state_loss(state: State, params: Params, cfg: Config, tokens: Int[Array, "B T+1"],
+               weights: Float[Array, "B T"], lengths: Int[Array, " B"], wkv: str = "chunked") -> Float[Array, ""]:
+    """Weighted next-token cross-entropy of a batch (as `dialogue_batch` makes it), every row read
+    from `state` (unbatched)."""
 
     def nll(t: jax.Array, n: jax.Array) -> jax.Array:
         logits, _ = forward(params, cfg, t[:-1], state, wkv=wkv, length=n)

@@ -16,6 +16,7 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 import numpy as np
+from jaxtyping import Array, Float
 
 
 def _rank_tol(s_max: jax.Array, shape: tuple[int, ...]) -> jax.Array:
@@ -28,7 +29,7 @@ def _ridge_pinv(a: jax.Array, lam: float, scale: jax.Array) -> jax.Array:
     # values small next to `scale` (the unprojected keys' largest) count as zero
     u, s, vt = jnp.linalg.svd(a, full_matrices=False)
     inv = jnp.where(s > _rank_tol(scale, a.shape), s / (jnp.square(s) + lam), 0.0)
-    return (vt.T * inv) @ u.T
+    return (vt.T * inv[None]) @ u.T
 
 
 def _null_projector(keys: jax.Array) -> jax.Array:
@@ -69,12 +70,11 @@ def _check(state: jax.Array, keys: jax.Array, targets: jax.Array | None,
             raise ValueError(f"{name} holds NaN or Inf")
 
 
-def write(state: jax.Array, keys: jax.Array, targets: jax.Array, *, lam: float = 0.0,
-          preserved: jax.Array | None = None) -> jax.Array:
-    """The least-squares change `dS` `[..., N, N]` with `(state + dS) @ keys ~= targets`.
-
-    state `[..., N, N]`, keys and targets `[..., N, m]`, preserved `[..., N, p]` (kept: `dS @
-    preserved = 0`). Leading axes broadcast.
+def write(state: Float[Array, "*#batch N N"], keys: Float[Array, "*#batch N m"],
+          targets: Float[Array, "*#batch N m"], *, lam: float = 0.0,
+          preserved: Float[Array, "*#batch N p"] | None = None) -> Float[Array, "*batch N N"]:
+    """The least-squares change `dS` with `(state + dS) @ keys ~= targets`, keeping
+    `dS @ preserved = 0`. Leading axes broadcast.
     """
     _check(state, keys, targets, preserved, lam)
     if preserved is None:
@@ -84,16 +84,16 @@ def write(state: jax.Array, keys: jax.Array, targets: jax.Array, *, lam: float =
     return jnp.vectorize(one, signature="(n,n),(n,m),(n,m),(n,p)->(n,n)")(state, keys, targets, preserved)
 
 
-def erase(state: jax.Array, keys: jax.Array, *, lam: float = 0.0,
-          preserved: jax.Array | None = None) -> jax.Array:
+def erase(state: Float[Array, "*#batch N N"], keys: Float[Array, "*#batch N m"], *, lam: float = 0.0,
+          preserved: Float[Array, "*#batch N p"] | None = None) -> Float[Array, "*batch N N"]:
     """Larimar's selective forgetting: `dS = -S R (R^T R + lam I)^-1 R^T`, the write whose target
     reads along `keys` are zero. Shapes as in `write`."""
     return write(state, keys, jnp.zeros_like(keys), lam=lam, preserved=preserved)
 
 
-def truncate(x: jax.Array, rank: int) -> jax.Array:
-    """The best rank-`rank` approximation of every `[N, N]` matrix in `x` `[..., N, N]`: its top
-    singular pairs (a delta head's "value" and "address" directions)."""
+def truncate(x: Float[Array, "*batch N N"], rank: int) -> Float[Array, "*batch N N"]:
+    """The best rank-`rank` approximation of every `[N, N]` matrix in `x`: its top singular pairs
+    (a delta head's "value" and "address" directions)."""
     if rank < 1:
         raise ValueError(f"rank must be >= 1, got {rank}")
     u, s, vt = jnp.linalg.svd(x, full_matrices=False)

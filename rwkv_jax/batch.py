@@ -20,6 +20,7 @@ from typing import Any, Protocol
 import jax
 import jax.numpy as jnp
 import numpy as np
+from jaxtyping import Array, Float, Int
 
 from rwkv_jax.config import Config
 from rwkv_jax.model import forward
@@ -52,8 +53,8 @@ def encode(tokenizer: Encoder, texts: Sequence[str], vocab_size: int) -> list[li
     return rows
 
 
-def pad(rows: Sequence[Sequence[int]], bucket: int = BUCKET) -> tuple[np.ndarray, np.ndarray]:
-    """Token lists right-padded with 0 to `[B, T]`, T a multiple of `bucket`, and lengths `[B]`."""
+def pad(rows: Sequence[Sequence[int]], bucket: int = BUCKET) -> tuple[Int[np.ndarray, "B T"], Int[np.ndarray, " B"]]:
+    """Token lists right-padded with 0, T a multiple of `bucket`, and their lengths."""
     if not rows:
         raise ValueError("expected a non-empty sequence of token rows")
     lengths = np.array([len(r) for r in rows], np.int32)
@@ -115,13 +116,13 @@ def broadcast(state: State, B: int) -> State:
 
 
 @functools.partial(jax.jit, static_argnames=("cfg", "wkv"))
-def read(params: Params, cfg: Config, tokens: jax.Array, lengths: jax.Array, states: State, *,
-         wkv: Impl = "scan") -> tuple[jax.Array, State]:
-    """Next-token logits `[B, V]` and states `[B]` after each row's text.
+def read(params: Params, cfg: Config, tokens: Int[Array, "B T"], lengths: Int[Array, " B"], states: State, *,
+         wkv: Impl = "scan") -> tuple[Float[Array, "B V"], State]:
+    """Next-token logits and states `[B]` after each row's text.
 
-    tokens `[B, T]` right-padded, lengths `[B]` (>= 1), states `[B]` or one state shared by every
-    row. The default "scan" wkv reads short texts faster than "chunked" under vmap (measured on
-    CPU, 1.3-7x: the chunked kernel's per-chunk triangular solve batches poorly).
+    tokens right-padded, lengths >= 1, states `[B]` or one state shared by every row. The default
+    "scan" wkv reads short texts faster than "chunked" under vmap (measured on CPU, 1.3-7x: the
+    chunked kernel's per-chunk triangular solve batches poorly).
     """
     run = lambda t, n, s: forward(params, cfg, t, s, logits="last", length=n, wkv=wkv)
     return jax.vmap(run)(tokens, lengths, broadcast(states, tokens.shape[0]))
@@ -169,8 +170,8 @@ class Reader:
         self.params = self.placement.replicate(params)
 
     def read(self, rows: Sequence[Sequence[int]], states: State, *, bucket: int = BUCKET
-             ) -> tuple[jax.Array, State]:
-        """Logits `[B, V]` and states `[B]` after each token row, read from `states` (`[B]`, or one
+             ) -> tuple[Float[Array, "B V"], State]:
+        """Logits and states `[B]` after each token row, read from `states` (`[B]`, or one
         state for every row), in batches of the placement's size sorted by length."""
         if not rows:
             raise ValueError("expected a non-empty sequence of token rows")
@@ -200,7 +201,7 @@ class Reader:
         return take(self.placement.fetch(out), np.arange(n))
 
     def read_texts(self, tokenizer: Encoder, texts: Sequence[str], states: State | None = None, *,
-                   bucket: int = BUCKET) -> tuple[jax.Array, State]:
+                   bucket: int = BUCKET) -> tuple[Float[Array, "B V"], State]:
         """`read` of each text's tokens, from `states` (zeros if None)."""
         states = State.zeros(self.cfg) if states is None else states
         return self.read(encode(tokenizer, texts, self.cfg.vocab_size), states, bucket=bucket)

@@ -14,6 +14,7 @@ import flax.struct
 import jax
 import jax.numpy as jnp
 from jax import lax
+from jaxtyping import Array, Float, Int
 
 from rwkv_jax.config import Config
 from rwkv_jax.model import F32, block, check_state, embed, layer_norm
@@ -27,18 +28,18 @@ class DecodeParams:
     """The params as a decode loop reads them, made once before it by `decode_params`.
 
     Attributes:
-      emb: `[V, D]` and ln0 `{weight, bias}` `[D]`, as in the params.
+      emb: the embeddings, and ln0 their LayerNorm `{weight, bias}` `[D]`, as in the params.
       blocks: L per-layer dicts, each a layer of the params' `blocks` (no layer axis).
       ln_out: `{weight, bias}` `[D]`.
-      head_vd: `[V, D]` the head, transposed: XLA's CPU dot multiplies `[B, D]` by this matrix's
+      head_vd: the head, transposed: XLA's CPU dot multiplies `[B, D]` by this matrix's
         transpose 2-3x faster than by a `[D, V]` one at V = 65536.
     """
 
-    emb: jax.Array
+    emb: Float[Array, "V D"]
     ln0: Params
     blocks: tuple[Params, ...]
     ln_out: Params
-    head_vd: jax.Array
+    head_vd: Float[Array, "V D"]
 
     def check(self, cfg: Config) -> None:
         """Raises a ValueError naming every missing, unexpected or mis-shaped leaf."""
@@ -59,9 +60,9 @@ def decode_params(params: Params, cfg: Config) -> DecodeParams:
 
 
 @functools.partial(jax.jit, static_argnames=("cfg",))
-def decode_step(params: DecodeParams, cfg: Config, token: jax.Array,
-                state: SplitState) -> tuple[jax.Array, SplitState]:
-    """One decoding step: token `[]` int -> logits `[V]` float32, new state; `rwkv_jax.step`'s
+def decode_step(params: DecodeParams, cfg: Config, token: Int[Array, ""],
+                state: SplitState) -> tuple[Float[Array, " V"], SplitState]:
+    """One decoding step: token -> logits (float32), new state; `rwkv_jax.step`'s
     numbers, with layers unrolled in Python (nothing is sliced or restacked per call)."""
     if not isinstance(state, SplitState):
         raise TypeError(f"state must be an rwkv_jax.state.SplitState (see split_state), got {type(state).__name__}")

@@ -14,6 +14,7 @@ from collections.abc import Sequence
 import jax
 import jax.numpy as jnp
 import numpy as np
+from jaxtyping import Array, Bool, Float, Int, PRNGKeyArray
 
 from rwkv_jax import batch
 from rwkv_jax.bundle import Model
@@ -53,22 +54,22 @@ class Generation:
 def generate_tokens(
     params: Params,
     cfg: Config,
-    prompts: jax.Array,
-    lengths: jax.Array,
+    prompts: Int[Array, "B T"],
+    lengths: Int[Array, " B"],
     state: State,
-    key: jax.Array,
-    stop_table: jax.Array,
-    stop_match: jax.Array,
-    count_weight: jax.Array,
+    key: PRNGKeyArray,
+    stop_table: Int[Array, "S Q V"],
+    stop_match: Int[Array, " S"],
+    count_weight: Float[Array, " V"],
     *,
     max_new_tokens: int,
     sampling: Sampling = GREEDY,
-):
+) -> tuple[Int[Array, "B max_new_tokens"], Int[Array, " B"], Bool[Array, " B"], State]:
     """The pure core of `generate`: reads the prompts, then `decode_tokens`.
 
-    prompts `[B, T]` right-padded, lengths `[B]` (>= 1), state `[B]` or one state for every prompt,
-    stop_table `[S, M + 1, V]`, stop_match `[S]`, count_weight `[V]`.
-    Returns tokens `[B, max_new_tokens]` (0 after the end), counts `[B]`, stopped `[B]`, State.
+    prompts right-padded, lengths >= 1, state `[B]` or one state for every prompt; stop_table and
+    stop_match from `rwkv_jax.stops.stop_tables` (Q: a stop's match states, its longest pattern
+    + 1). Returns tokens (0 after the end), counts, stopped and the final states `[B]`.
     """
     logits, state = batch.read(params, cfg, prompts, lengths, state, wkv="chunked")
     return decode_tokens(params, cfg, logits, state, key, stop_table, stop_match, count_weight,
@@ -79,17 +80,17 @@ def generate_tokens(
 def decode_tokens(
     params: Params,
     cfg: Config,
-    logits: jax.Array,
+    logits: Float[Array, "B V"],
     state: State,
-    key: jax.Array,
-    stop_table: jax.Array,
-    stop_match: jax.Array,
-    count_weight: jax.Array,
+    key: PRNGKeyArray,
+    stop_table: Int[Array, "S Q V"],
+    stop_match: Int[Array, " S"],
+    count_weight: Float[Array, " V"],
     *,
     max_new_tokens: int,
     sampling: Sampling = GREEDY,
-):
-    """The decode loop alone, from the next-token logits `[B, V]` and states `[B]` a prompt left:
+) -> tuple[Int[Array, "B max_new_tokens"], Int[Array, " B"], Bool[Array, " B"], State]:
+    """The decode loop alone, from the next-token logits and states `[B]` a prompt left:
     for callers that read their prompts their own way. Returns what `generate_tokens` returns."""
     B = logits.shape[0]
     n_stops = stop_table.shape[0]
@@ -145,7 +146,7 @@ def generate(
     *,
     max_new_tokens: int = 256,
     sampling: Sampling = GREEDY,
-    key: jax.Array | None = None,
+    key: PRNGKeyArray | None = None,
     state: State | None = None,
     stop: tuple[str, ...] | None = None,
 ) -> Generation:

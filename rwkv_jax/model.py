@@ -15,11 +15,12 @@ import flax.struct
 import jax
 import jax.numpy as jnp
 from jax import lax
+from jaxtyping import Array, Bool, Float, Int
 
 from rwkv_jax.config import Config
 from rwkv_jax.params import Params
 from rwkv_jax.state import State
-from rwkv_jax.wkv import Impl, wkv_states
+from rwkv_jax.wkv import Heads, HeadState, Impl, wkv_states
 from rwkv_jax.wkv import wkv as wkv_recurrence
 
 DECAY_SCALE = 0.606531  # e^-0.5, as in the official kernels: log w = -e^-0.5 * sigmoid(.)
@@ -28,12 +29,13 @@ GROUP_NORM_EPS = 64e-5
 F32 = jnp.float32
 
 
-def layer_norm(x: jax.Array, p: Params, eps: float = LN_EPS) -> jax.Array:
+def layer_norm(x: Float[Array, "... D"], p: Params, eps: float = LN_EPS) -> Float[Array, "... D"]:
     """LayerNorm over the last axis, computed in float32, returned in x's dtype."""
     h = x.astype(F32)
     mean = h.mean(-1, keepdims=True)
     var = jnp.square(h - mean).mean(-1, keepdims=True)
-    h = (h - mean) * lax.rsqrt(var + eps) * p["weight"].astype(F32) + p["bias"].astype(F32)
+    scale, shift = (jnp.broadcast_to(p[n].astype(F32), h.shape) for n in ("weight", "bias"))
+    h = (h - mean) * lax.rsqrt(var + eps) * scale + shift
     return h.astype(x.dtype)
 
 
@@ -54,55 +56,55 @@ class Trace:
     """Per-layer activations for research use.
 
     Attributes:
-      hidden: `[L + 1, T, D]` the residual stream entering each block, then after the last one.
+      hidden: the residual stream entering each block, then after the last one.
       states: the `State` after every token, with a leading `[T]` axis on each field.
     """
 
-    hidden: jax.Array
+    hidden: Float[Array, "L+1 T D"]
     states: State
 
 
-# (r, log_w, k, v, neg_kk, kk_a, state) -> (y [T, H, N], what the recurrence keeps of the state):
+# (r, log_w, k, v, neg_kk, kk_a, state) -> (y, what the recurrence keeps of the state):
 # `wkv` (the final state) or `wkv_states` (the state after every token).
-Recurrence = Callable[..., tuple[jax.Array, jax.Array]]
+Recurrence = Callable[..., tuple[Heads, Float[Array, "... H N N"]]]
 
 
 def time_mix(
     p: Params,
     cfg: Config,
-    x: jax.Array,
-    shift: jax.Array,
-    wkv_state: jax.Array,
-    v_first: jax.Array,
+    x: Float[Array, "T D"],
+    shift: Float[Array, " D"],
+    wkv_state: HeadState,
+    v_first: Float[Array, "T D"],
     *,
-    is_first: bool | jax.Array,
-    valid: jax.Array | None,
+    is_first: bool | Bool[Array, ""],
+    valid: Bool[Array, " T"] | None,
     recurrence: Recurrence,
-) -> tuple[jax.Array, jax.Array, jax.Array]:
+) -> tuple[Float[Array, "T D"], Float[Array, "... H N N"], Float[Array, "T D"]]:
     """The attention-replacement block: token shift, the wkv recurrence, a per-head GroupNorm.
 
-    x `[T, D]` is the ln1 output, shift `[D]` the previous token's, wkv_state `[H, N, N]`,
-    v_first `[T, D]` layer 0's values (written there: `is_first`), valid `[T]` or None (all).
-    Returns (out `[T, D]`, what `recurrence` keeps of the wkv state, v_first).
+    x is the ln1 output, shift the previous token's, v_first layer 0's values (written there:
+    `is_first`), valid the tokens that reach the state (None: all).
+    Returns (out, what `recurrence` keeps of the wkv state, v_first).
     """
     T, H, N = x.shape[0], cfg.n_head, cfg.head_size
     xx = _shifted(x, shift) - x
-    xr, xw, xk, xv, xa, xg = (x + xx * p[n] for n in ("x_r", "x_w", "x_k", "x_v", "x_a", "x_g"))
+    xr, xw, xk, xv, xa, xg = (x + xx * p[n][None] for n in ("x_r", "x_w", "x_k", "x_v", "x_a", "x_g"))
 
     # [T, D] each; a is the in-context learning rate
     r = xr @ p["receptance"]
     w = jnp.tanh(xw @ p["w1"]) @ p["w2"]
     k = xk @ p["key"]
     v = xv @ p["value"]
-    a = jax.nn.sigmoid(p["a0"] + (xa @ p["a1"]) @ p["a2"])
+    a = jax.nn.sigmoid(p["a0"][None] + (xa @ p["a1"]) @ p["a2"])
     g = jax.nn.sigmoid(xg @ p["g1"]) @ p["g2"]
 
-    kk = (k * p["k_k"]).reshape(T, H, N)
+    kk = (k * p["k_k"][None]).reshape(T, H, N)
     kk = kk / jnp.maximum(jnp.linalg.norm(kk, axis=-1, keepdims=True), 1e-12)
-    k = k * (1 + (a - 1) * p["k_a"])
+    k = k * (1 + (a - 1) * p["k_a"][None])
     v_first = jnp.where(is_first, v, v_first)
-    v = jnp.where(is_first, v, v + (v_first - v) * jax.nn.sigmoid(p["v0"] + (xv @ p["v1"]) @ p["v2"]))
-    log_w = -DECAY_SCALE * jax.nn.sigmoid((p["w0"] + w).astype(F32))
+    v = jnp.where(is_first, v, v + (v_first - v) * jax.nn.sigmoid(p["v0"][None] + (xv @ p["v1"]) @ p["v2"]))
+    log_w = -DECAY_SCALE * jax.nn.sigmoid((p["w0"][None] + w).astype(F32))
 
     heads = lambda z: z.reshape(T, H, N).astype(F32)
     r_h, k_h, v_h, a_h = heads(r), heads(k), heads(v), heads(a)
@@ -116,36 +118,36 @@ def time_mix(
     mean = y.mean(-1, keepdims=True)
     var = jnp.square(y - mean).mean(-1, keepdims=True)
     y = (y - mean) * lax.rsqrt(var + GROUP_NORM_EPS)
-    y = y.reshape(T, H * N) * p["ln_x"]["weight"].astype(F32) + p["ln_x"]["bias"].astype(F32)
+    y = y.reshape(T, H * N) * p["ln_x"]["weight"][None].astype(F32) + p["ln_x"]["bias"][None].astype(F32)
     y = y.astype(x.dtype)
-    bonus = (r_h * k_h * p["r_k"].astype(F32)).sum(-1, keepdims=True) * v_h
+    bonus = (r_h * k_h * p["r_k"][None].astype(F32)).sum(-1, keepdims=True) * v_h
     y = y + bonus.reshape(T, H * N).astype(x.dtype)
     return (y * g) @ p["output"], wkv_out, v_first
 
 
-def channel_mix(p: Params, x: jax.Array, shift: jax.Array) -> jax.Array:
-    """Feed-forward block with token shift and relu^2. x `[T, D]` is the ln2 output."""
-    k = x + (_shifted(x, shift) - x) * p["x_k"]
+def channel_mix(p: Params, x: Float[Array, "T D"], shift: Float[Array, " D"]) -> Float[Array, "T D"]:
+    """Feed-forward block with token shift and relu^2. x is the ln2 output."""
+    k = x + (_shifted(x, shift) - x) * p["x_k"][None]
     return jnp.square(jax.nn.relu(k @ p["key"])) @ p["value"]
 
 
 @flax.struct.dataclass
 class BlockOut:
-    """What one block leaves: the residual stream `[T, D]`, layer 0's values `[T, D]`, the layer's
-    new `State` (no layer axis; its wkv as the recurrence keeps it) and the ln1 and ln2 outputs
-    `[T, D]` (the token-shift state after every token)."""
+    """What one block leaves: the residual stream, layer 0's values, the layer's new `State` (no
+    layer axis; its wkv as the recurrence keeps it) and the ln1 and ln2 outputs (the token-shift
+    state after every token)."""
 
-    x: jax.Array
-    v_first: jax.Array
+    x: Float[Array, "T D"]
+    v_first: Float[Array, "T D"]
     state: State
-    ln1: jax.Array
-    ln2: jax.Array
+    ln1: Float[Array, "T D"]
+    ln2: Float[Array, "T D"]
 
 
-def block(p: Params, cfg: Config, x: jax.Array, v_first: jax.Array, layer: State, *,
-          is_first: bool | jax.Array, valid: jax.Array | None, length: jax.Array | None,
+def block(p: Params, cfg: Config, x: Float[Array, "T D"], v_first: Float[Array, "T D"], layer: State, *,
+          is_first: bool | Bool[Array, ""], valid: Bool[Array, " T"] | None, length: Int[Array, ""] | None,
           recurrence: Recurrence) -> BlockOut:
-    """One layer: x `[T, D]` and its `State` (no layer axis) in, `BlockOut` out."""
+    """One layer: x and its `State` (no layer axis) in, `BlockOut` out."""
     h = layer_norm(x, p["ln1"])
     dx, wkv_out, v_first = time_mix(p["att"], cfg, h, layer.att_shift, layer.wkv, v_first,
                                     is_first=is_first, valid=valid, recurrence=recurrence)
@@ -157,8 +159,8 @@ def block(p: Params, cfg: Config, x: jax.Array, v_first: jax.Array, layer: State
                     ln1=h, ln2=f)
 
 
-def embed(emb: jax.Array, ln0: Params, tokens: jax.Array) -> jax.Array:
-    """tokens `[T]` -> the normalised embeddings `[T, D]` entering block 0 (emb `[V, D]`)."""
+def embed(emb: Float[Array, "V D"], ln0: Params, tokens: Int[Array, " T"]) -> Float[Array, "T D"]:
+    """The normalised embeddings of the tokens, entering block 0."""
     return layer_norm(emb[tokens], ln0)
 
 
@@ -202,17 +204,17 @@ def _head(params: Params, x: jax.Array) -> jax.Array:
 def forward(
     params: Params,
     cfg: Config,
-    tokens: jax.Array,
+    tokens: Int[Array, " T"],
     state: State | None = None,
     *,
     wkv: Impl = "chunked",
     logits: Literal["all", "last"] = "all",
-    length: jax.Array | int | None = None,
+    length: Int[Array, ""] | int | None = None,
     chunk_size: int = 32,
-) -> tuple[jax.Array, State]:
-    """Reads `tokens [T]` from `state` (zeros if None); returns logits and the new state.
+) -> tuple[Float[Array, "T V"] | Float[Array, " V"], State]:
+    """Reads `tokens` from `state` (zeros if None); returns logits and the new state.
 
-    logits: `[T, V]` float32, or `[V]` for the last valid token with `logits="last"` (what
+    logits: float32 for every token, or for the last valid token only with `logits="last"` (what
     generation starts from).
     length: tokens at positions >= length leave the state untouched (right-padded batches).
     wkv: "chunked" (default, fast prefill and training) or "scan" (per token).
@@ -230,16 +232,16 @@ def forward(
 
 
 @functools.partial(jax.jit, static_argnames=("cfg",))
-def step(params: Params, cfg: Config, token: jax.Array, state: State) -> tuple[jax.Array, State]:
-    """One decoding step: token `[]` int -> logits `[V]`, new state. A jitted decode loop runs
+def step(params: Params, cfg: Config, token: Int[Array, ""], state: State) -> tuple[Float[Array, " V"], State]:
+    """One decoding step: token -> logits, new state. A jitted decode loop runs
     `rwkv_jax.decode.decode_step` instead, on params and a state laid out for it."""
     logits, state = forward(params, cfg, jnp.reshape(token, (1,)), state, wkv="scan")
     return logits[0], state
 
 
 @functools.partial(jax.jit, static_argnames=("cfg",))
-def forward_trace(params: Params, cfg: Config, tokens: jax.Array,
-                  state: State | None = None) -> tuple[jax.Array, State, Trace]:
+def forward_trace(params: Params, cfg: Config, tokens: Int[Array, " T"],
+                  state: State | None = None) -> tuple[Float[Array, "T V"], State, Trace]:
     """`forward` (per-token scan) that also returns every layer's input and every token's state."""
     if state is None:
         state = State.zeros(cfg)

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import jax
 from flax import nnx
+from jaxtyping import Array, Float, Int
 
 from rwkv_jax.bundle import Model
 from rwkv_jax.config import Config
@@ -42,7 +43,7 @@ class RWKV7(nnx.Module):
         return jax.tree.map(lambda p: p[...], self.params, is_leaf=lambda p: isinstance(p, nnx.Param))
 
     def __call__(
-        self, tokens: jax.Array, state: State | None = None, *, length: jax.Array | int | None = None
-    ) -> tuple[jax.Array, State]:
-        """tokens `[T]` int32 from `state` (zeros if None) -> (logits `[T, V]` float32, new state)."""
+        self, tokens: Int[Array, " T"], state: State | None = None, *, length: Int[Array, ""] | int | None = None
+    ) -> tuple[Float[Array, "T V"], State]:
+        """tokens from `state` (zeros if None) -> (float32 logits, new state)."""
         return forward(self.weights(), self.cfg, tokens, state, wkv=self.wkv, length=length)

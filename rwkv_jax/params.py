@@ -23,6 +23,7 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 import numpy as np
+from jaxtyping import PRNGKeyArray
 
 from rwkv_jax.config import Config
 
@@ -146,7 +147,7 @@ def _init_layer(cfg: Config, layer: int, key: jax.Array) -> Params:
     return {"ln1": ones, "ln2": dict(ones), "att": att, "ffn": ffn}
 
 
-def init_params(cfg: Config, key: jax.Array, dtype: jnp.dtype = jnp.float32) -> Params:
+def init_params(cfg: Config, key: PRNGKeyArray, dtype: jnp.dtype = jnp.float32) -> Params:
     """Fresh params with the official x070 initialisation (trainable from here)."""
     k_emb, k_head, k_layers = jax.random.split(key, 3)
     layers = [_init_layer(cfg, i, k) for i, k in enumerate(jax.random.split(k_layers, cfg.n_layer))]

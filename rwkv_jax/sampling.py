@@ -12,6 +12,7 @@ import dataclasses
 import jax
 import jax.numpy as jnp
 import numpy as np
+from jaxtyping import Array, Bool, Float, Int, PRNGKeyArray
 
 from rwkv_jax.tokenizer import Tokenizer
 
@@ -54,18 +55,18 @@ GREEDY = Sampling(temperature=0.0)
 @jax.tree_util.register_dataclass
 @dataclasses.dataclass
 class Penalty:
-    """Per-sequence repetition memory: `seen [V]` bool and decayed `count [V]`."""
+    """Per-sequence repetition memory: which tokens were seen, and their decayed counts."""
 
-    seen: jax.Array
-    count: jax.Array
+    seen: Bool[Array, " V"]
+    count: Float[Array, " V"]
 
     @classmethod
     def zeros(cls, vocab_size: int) -> Penalty:
         return cls(seen=jnp.zeros(vocab_size, bool), count=jnp.zeros(vocab_size, jnp.float32))
 
 
-def count_weights(tokenizer: Tokenizer, vocab_size: int) -> np.ndarray:
-    """`[V]` weight each token adds to its count: 0 for single spaces, tabs and digits."""
+def count_weights(tokenizer: Tokenizer, vocab_size: int) -> Float[np.ndarray, " V"]:
+    """The weight each token adds to its count: 0 for single spaces, tabs and digits."""
     w = np.ones(vocab_size, np.float32)
     for idx, token in tokenizer.id_to_bytes.items():
         if idx < vocab_size and token.decode("utf-8", "replace") in UNCOUNTED_TEXT:
@@ -73,8 +74,8 @@ def count_weights(tokenizer: Tokenizer, vocab_size: int) -> np.ndarray:
     return w
 
 
-def adjust_logits(logits: jax.Array, s: Sampling, penalty: Penalty) -> jax.Array:
-    """Bans and penalties applied to logits `[V]`."""
+def adjust_logits(logits: Float[Array, " V"], s: Sampling, penalty: Penalty) -> Float[Array, " V"]:
+    """Bans and penalties applied to logits."""
     if s.ban:
         logits = logits.at[jnp.array(s.ban)].set(-jnp.inf)
     if s.penalised:
@@ -83,8 +84,8 @@ def adjust_logits(logits: jax.Array, s: Sampling, penalty: Penalty) -> jax.Array
     return logits
 
 
-def choose(logits: jax.Array, s: Sampling, key: jax.Array) -> jax.Array:
-    """Token id `[]` from adjusted logits `[V]`."""
+def choose(logits: Float[Array, " V"], s: Sampling, key: PRNGKeyArray) -> Int[Array, ""]:
+    """Token id from adjusted logits."""
     if s.greedy:
         return jnp.argmax(logits).astype(jnp.int32)
     probs = jax.nn.softmax(logits)
@@ -98,6 +99,6 @@ def choose(logits: jax.Array, s: Sampling, key: jax.Array) -> jax.Array:
     return jax.random.categorical(key, jnp.log(probs)).astype(jnp.int32)
 
 
-def remember(penalty: Penalty, token: jax.Array, s: Sampling, weights: jax.Array) -> Penalty:
+def remember(penalty: Penalty, token: Int[Array, ""], s: Sampling, weights: Float[Array, " V"]) -> Penalty:
     count = penalty.count * s.penalty_decay
     return Penalty(seen=penalty.seen.at[token].set(True), count=count.at[token].add(weights[token]))

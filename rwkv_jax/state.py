@@ -8,6 +8,7 @@ from collections.abc import Sequence
 import flax.struct
 import jax
 import jax.numpy as jnp
+from jaxtyping import Array, Float
 
 from rwkv_jax.config import Config
 
@@ -21,20 +22,20 @@ _HEAD_AXES = {"wkv": 1, "att_shift": 0, "ffn_shift": 0}
 class State:
     """Everything an RWKV-7 remembers about the tokens it has read.
 
-    All fields are float32, whatever the params dtype, and may carry leading batch axes `B...`
+    All fields are float32, whatever the params dtype, and may carry leading batch axes `*B`
     (a batch of states is one `State` whose leaves have those extra leading axes).
 
     Attributes:
-      wkv: `[B..., L, H, N, N]` per-layer, per-head matrix memory in the official
-        `[value, key]` order: row i is a value channel, column j a key channel. The read-out is
-        `y = wkv @ r`; the write is `wkv <- wkv diag(w) + (wkv a) b^T + v k^T`.
-      att_shift: `[B..., L, D]` the previous token's ln1 output (time-mix token shift).
-      ffn_shift: `[B..., L, D]` the previous token's ln2 output (channel-mix token shift).
+      wkv: per-layer, per-head matrix memory in the official `[value, key]` order: row i is a
+        value channel, column j a key channel. The read-out is `y = wkv @ r`; the write is
+        `wkv <- wkv diag(w) + (wkv a) b^T + v k^T`.
+      att_shift: the previous token's ln1 output (time-mix token shift).
+      ffn_shift: the previous token's ln2 output (channel-mix token shift).
     """
 
-    wkv: jax.Array
-    att_shift: jax.Array
-    ffn_shift: jax.Array
+    wkv: Float[Array, "*B L H N N"]
+    att_shift: Float[Array, "*B L D"]
+    ffn_shift: Float[Array, "*B L D"]
 
     @classmethod
     def components(cls) -> tuple[str, ...]:
@@ -109,14 +110,14 @@ class SplitState:
     state (75 MB at batch 32 of a 0.1B model).
 
     Attributes:
-      wkv: L arrays `[B..., H, N, N]`.
-      att_shift: L arrays `[B..., D]`.
-      ffn_shift: L arrays `[B..., D]`.
+      wkv: L arrays.
+      att_shift: L arrays.
+      ffn_shift: L arrays.
     """
 
-    wkv: tuple[jax.Array, ...]
-    att_shift: tuple[jax.Array, ...]
-    ffn_shift: tuple[jax.Array, ...]
+    wkv: tuple[Float[Array, "*B H N N"], ...]
+    att_shift: tuple[Float[Array, "*B D"], ...]
+    ffn_shift: tuple[Float[Array, "*B D"], ...]
 
     @classmethod
     def of_layers(cls, layers: Sequence[State]) -> SplitState:

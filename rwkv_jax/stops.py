@@ -8,6 +8,7 @@ table `next[q, token]` of automaton states; state `len(stop)` means "matched" an
 from __future__ import annotations
 
 import numpy as np
+from jaxtyping import Int
 
 from rwkv_jax.tokenizer import Tokenizer
 
@@ -25,8 +26,9 @@ def _kmp_dfa(pattern: bytes) -> np.ndarray:
     return dfa
 
 
-def stop_table(tokenizer: Tokenizer, stop: str, vocab_size: int) -> np.ndarray:
-    """`[m + 1, V]` int32: the automaton state after reading a token from state q."""
+def stop_table(tokenizer: Tokenizer, stop: str, vocab_size: int) -> Int[np.ndarray, "Q V"]:
+    """The automaton state after reading a token from state q, for the Q = m + 1 states of a stop
+    string of m bytes."""
     pattern = stop.encode("utf-8")
     if not pattern:
         raise ValueError("a stop string must not be empty")
@@ -48,8 +50,9 @@ def stop_table(tokenizer: Tokenizer, stop: str, vocab_size: int) -> np.ndarray:
     return table
 
 
-def stop_tables(tokenizer: Tokenizer, stops: tuple[str, ...], vocab_size: int):
-    """Stacked tables `[S, M + 1, V]` (shorter patterns padded) and match states `[S]`."""
+def stop_tables(tokenizer: Tokenizer, stops: tuple[str, ...], vocab_size: int
+                ) -> tuple[Int[np.ndarray, "S Q V"], Int[np.ndarray, " S"]]:
+    """Stacked tables (shorter patterns padded to the longest's Q) and match states."""
     if not stops:
         return np.zeros((0, 1, vocab_size), np.int32), np.zeros((0,), np.int32)
     tables = [stop_table(tokenizer, s, vocab_size) for s in stops]

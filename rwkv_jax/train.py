@@ -17,6 +17,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
+from jaxtyping import Array, Float, Int
 
 from rwkv_jax.bundle import Model
 from rwkv_jax.chat import reply_weights
@@ -73,9 +74,10 @@ def optimizer(tc: TrainConfig) -> optax.GradientTransformation:
     )
 
 
-def make_batch(corpus: Corpus, tokenizer: Tokenizer, tc: TrainConfig, step: int) -> tuple[np.ndarray, np.ndarray]:
-    """tokens `[B, T + 1]` and weights `[B, T]`: dialogues packed into rows, separated by token 0
-    (end of document), deterministic in (seed, step)."""
+def make_batch(corpus: Corpus, tokenizer: Tokenizer, tc: TrainConfig, step: int
+               ) -> tuple[Int[np.ndarray, "B T+1"], Float[np.ndarray, "B T"]]:
+    """tokens and weights: dialogues packed into rows, separated by token 0 (end of document),
+    deterministic in (seed, step)."""
     rng = random.Random(f"{tc.seed}/{step}")
     T = tc.seq_len + 1
     tokens = np.zeros((tc.batch_size, T), np.int32)
@@ -92,15 +94,17 @@ def make_batch(corpus: Corpus, tokenizer: Tokenizer, tc: TrainConfig, step: int)
     return tokens, weights[:, 1:]
 
 
-def token_nll(params: Params, cfg: Config, tokens: jax.Array, wkv: str = "chunked") -> tuple[jax.Array, jax.Array]:
-    """Next-token NLL `[B, T]` and logits `[B, T, V]` for tokens `[B, T + 1]`."""
+def token_nll(params: Params, cfg: Config, tokens: Int[Array, "B T+1"], wkv: str = "chunked"
+              ) -> tuple[Float[Array, "B T"], Float[Array, "B T V"]]:
+    """Next-token NLL and logits."""
     logits, _ = jax.vmap(lambda t: forward(params, cfg, t, wkv=wkv))(tokens[:, :-1])
     logp = jax.nn.log_softmax(logits)
     return -jnp.take_along_axis(logp, tokens[:, 1:, None], axis=-1)[..., 0], logits
 
 
-def loss_fn(params: Params, cfg: Config, tokens: jax.Array, weights: jax.Array, wkv: str = "chunked"):
-    """Weighted next-token cross-entropy over a batch: tokens `[B, T + 1]`, weights `[B, T]`."""
+def loss_fn(params: Params, cfg: Config, tokens: Int[Array, "B T+1"], weights: Float[Array, "B T"],
+            wkv: str = "chunked") -> Float[Array, ""]:
+    """Weighted next-token cross-entropy over a batch."""
     nll, _ = token_nll(params, cfg, tokens, wkv)
     return (nll * weights).sum() / jnp.maximum(weights.sum(), 1.0)
 

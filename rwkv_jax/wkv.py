@@ -19,8 +19,11 @@ from typing import Literal
 import jax
 import jax.numpy as jnp
 from jax import lax
+from jaxtyping import Array, Float
 
 Impl = Literal["scan", "chunked"]
+Heads = Float[Array, "T H N"]  # r, log_w, k, v, neg_kk, kk_a and the output y
+HeadState = Float[Array, "H N N"]
 
 
 def _step(state: jax.Array, r, w, k, v, neg_kk, kk_a) -> tuple[jax.Array, jax.Array]:
@@ -30,8 +33,9 @@ def _step(state: jax.Array, r, w, k, v, neg_kk, kk_a) -> tuple[jax.Array, jax.Ar
     return state, jnp.einsum("hvk,hk->hv", state, r)
 
 
-def wkv_scan(r, log_w, k, v, neg_kk, kk_a, state) -> tuple[jax.Array, jax.Array]:
-    """Token-by-token recurrence. Returns y `[T, H, N]` and the final state `[H, N, N]`."""
+def wkv_scan(r: Heads, log_w: Heads, k: Heads, v: Heads, neg_kk: Heads, kk_a: Heads,
+             state: HeadState) -> tuple[Heads, HeadState]:
+    """Token-by-token recurrence. Returns y and the final state."""
 
     def body(s, inputs):
         r_t, lw_t, k_t, v_t, neg_kk_t, kk_a_t = inputs
@@ -41,9 +45,10 @@ def wkv_scan(r, log_w, k, v, neg_kk, kk_a, state) -> tuple[jax.Array, jax.Array]
     return y, state
 
 
-def wkv_states(r, log_w, k, v, neg_kk, kk_a, state) -> tuple[jax.Array, jax.Array]:
-    """`wkv_scan` for research traces. Returns y `[T, H, N]` and the state after every token
-    `[T, H, N, N]` (the last one is the final state)."""
+def wkv_states(r: Heads, log_w: Heads, k: Heads, v: Heads, neg_kk: Heads, kk_a: Heads,
+               state: HeadState) -> tuple[Heads, Float[Array, "T H N N"]]:
+    """`wkv_scan` for research traces. Returns y and the state after every token (the last one
+    is the final state)."""
 
     def body(s, inputs):
         r_t, lw_t, k_t, v_t, neg_kk_t, kk_a_t = inputs
@@ -72,8 +77,9 @@ def _unit_lower_solve(a: jax.Array, rhs: jax.Array) -> jax.Array:
     return out
 
 
-def wkv_chunked(r, log_w, k, v, neg_kk, kk_a, state, *, chunk_size: int = 32):
-    """Chunkwise-parallel recurrence (WY form). Returns y `[T, H, N]` and the final state.
+def wkv_chunked(r: Heads, log_w: Heads, k: Heads, v: Heads, neg_kk: Heads, kk_a: Heads,
+                state: HeadState, *, chunk_size: int = 32) -> tuple[Heads, HeadState]:
+    """Chunkwise-parallel recurrence (WY form). Returns y and the final state.
 
     Below, z = neg_kk and b = kk_a. Within a chunk, with D_t the cumulative decay from the chunk
     start to token t and u_t = S_{t-1} z_t the delta-rule read, every u_t and y_t is linear in
@@ -140,8 +146,9 @@ def wkv_chunked(r, log_w, k, v, neg_kk, kk_a, state, *, chunk_size: int = 32):
     return y, state
 
 
-def wkv(r, log_w, k, v, neg_kk, kk_a, state, *, impl: Impl = "chunked", chunk_size: int = 32):
-    """Dispatches to one of the two implementations; both return (y `[T, H, N]`, state)."""
+def wkv(r: Heads, log_w: Heads, k: Heads, v: Heads, neg_kk: Heads, kk_a: Heads, state: HeadState, *,
+        impl: Impl = "chunked", chunk_size: int = 32) -> tuple[Heads, HeadState]:
+    """Dispatches to one of the two implementations; both return (y, the final state)."""
     if impl == "scan":
         return wkv_scan(r, log_w, k, v, neg_kk, kk_a, state)
     if impl == "chunked":

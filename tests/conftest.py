@@ -14,6 +14,7 @@ _CACHE = pathlib.Path(__file__).resolve().parent.parent / ".jax_cache"
 jax.config.update("jax_compilation_cache_dir", str(_CACHE))
 jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.5)
 jax.config.update("jax_numpy_dtype_promotion", "strict")
+jax.config.update("jax_numpy_rank_promotion", "raise")
 
 from rwkv_jax import Config  # noqa: E402
 from rwkv_jax.params import perturbed_params  # noqa: E402, F401  (shared by the suites)

@@ -30,12 +30,6 @@ D = H * N
 EPS = np.finfo(np.float32).eps
 
 
-@pytest.fixture(autouse=True)
-def strict_jax():
-    with jax.numpy_rank_promotion("raise"), jax.numpy_dtype_promotion("strict"):
-        yield
-
-
 def rand_state(seed, batch=(), *, layers=L, heads=H, size=N, scale_=1.0):
     rng = np.random.default_rng(seed)  # numpy: no compilation per shape
     normal = lambda *shape: jnp.asarray(scale_ * rng.standard_normal((*batch, *shape), np.float32))

@@ -11,12 +11,6 @@ from rwkv_jax.state import State
 L, H, N = 3, 2, 8
 
 
-@pytest.fixture(autouse=True)
-def strict_jax():
-    with jax.numpy_rank_promotion("raise"), jax.numpy_dtype_promotion("strict"):
-        yield
-
-
 def rand_state(seed, batch=()):
     rng = np.random.default_rng(seed)  # numpy: no compilation per shape
     normal = lambda *shape: jnp.asarray(rng.standard_normal((*batch, *shape), np.float32))

@@ -36,9 +36,8 @@ def model(tiny):
 @pytest.fixture(scope="module")
 def live(model):
     """Two random live states `[2]`: the transcript read from perturbed starting states."""
-    start = jax.tree.map(lambda x: x + 0.1 * jax.random.normal(jax.random.key(7), (2, *x.shape)),
+    start = jax.tree.map(lambda x: x + 0.1 * jax.random.normal(jax.random.key(7), (2, *x.shape[1:])),
                          read(model.params, model.cfg, model.tokenizer, ["User: hi\n\n"])[1])
-    start = jax.tree.map(lambda x: x[:, 0], start)
     return read(model.params, model.cfg, model.tokenizer, [TRANSCRIPT] * 2, start)[1]
 
 

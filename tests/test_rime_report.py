@@ -19,8 +19,9 @@ PARAMS = {"distractor_count": 2, "overwrite_count": 0, "composition_hop": False,
           "stack_depth": 1, "conflict_marker": "none", "recipient_richness": "bare", "edit_style": "canonical_bare",
           "target_position": 0}
 # c0, c1: one edit; c2: a stack of two; c3: a stack of two with two joint properties (4 edits)
+# c4: its passages overwrite an earlier value
 CASE_PARAMS = {"c0": {}, "c1": {}, "c2": {"stack_depth": 2}, "c3": {"stack_depth": 2, "multi_prop_count": 3},
-               "c4": {}}
+               "c4": {"overwrite_count": 1}}
 CORRECTION = "in_context(form=correction)"
 CONFIG_DICT = {
     "methods": ["none", "delta", "in_context", CORRECTION, "locate", "erase", "random"],
@@ -117,6 +118,13 @@ def test_retention_drops_are_listed_by_id(analysis):
     assert analysis.retained == {"c0", "c1", "c2", "c3"} and analysis.dropped == ["c4"]
     text = markdown(analysis, {**figures.FILES, "erase": figures.ERASE_FILE})
     assert "Dropped (1): `c4`." in text
+
+
+def test_unedited_recall_counts_every_case_before_the_filter_and_splits_out_overwrites(analysis):
+    assert analysis.unedited_recall() == Rate(9, 10)  # c0-c3 answer the old value twice, c4 once
+    assert analysis.unedited_recall(True) == Rate(1, 2) and analysis.unedited_recall(False) == Rate(8, 8)
+    text = markdown(analysis, {**figures.FILES, "erase": figures.ERASE_FILE})
+    assert f"Unedited target recall, every case: {Rate(9, 10)}; cases whose passages overwrite" in text
 
 
 def test_frontier_measures_specificity_bleed_and_probes_against_the_unedited_model(analysis):

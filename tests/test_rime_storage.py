@@ -42,7 +42,7 @@ def test_dataset_dict_round_trip_keeps_the_case_shape(tmp_path, splits):
 
 def test_bundled_splits_load_offline_and_match_the_default_build():
     built = {**rime.build_splits(rime.DEFAULT_SEED), **rime.build_session_splits(rime.DEFAULT_SEED)}
-    for name in rime.BUNDLED_SPLITS:
+    for name in rime.GENERATED_SPLITS:
         assert records(rime.load(name)) == records(built[name]), f"rime/data/{name}.jsonl is stale"
     assert len(rime.load("test")) == 215
 
@@ -102,3 +102,14 @@ def test_cli_builds_both_formats_and_validates(tmp_path, splits):
     assert f"case {record['id']!r}: field 'params.conflict_marker'" in failed.stderr
     missing = run_cli("validate", str(tmp_path / "missing.jsonl"))
     assert missing.returncode == 1 and "cannot read" in missing.stderr
+
+
+def test_the_hand_written_natural_split_covers_the_hard_kinds_and_is_held_out_of_training():
+    cases = rime.load("natural")
+    assert len(cases) >= 60 and {c.split for c in cases} == {"natural"}
+    assert sum(c.params.cell.overwrite_count > 0 for c in cases) >= 12
+    assert sum(any(p.kind == "same_value_distractor" for p in c.probe_queries) for c in cases) >= 8
+    assert sum(c.params.cell.composition_hop for c in cases) >= 4 and any(c.stack for c in cases)
+    assert sum(" " in c.value_old for c in cases) >= 12  # multi-word values
+    held_out = rime.data.corpus.bundled_held_out()
+    assert all(p in held_out for c in cases for p in c.recipient.passages)

@@ -63,6 +63,8 @@ from rime.data.splits import (
 )
 from rime.data.storage import (
     BUNDLED_SPLITS,
+    GENERATED_SPLITS,
+    HAND_WRITTEN_SPLITS,
     FormatError,
     check_jsonl,
     load,
@@ -79,13 +81,14 @@ from rime.data.turns import (
 )
 
 __all__ = [
-    "AXES", "BUNDLED_SPLITS", "DEFAULT_SEED", "DEV_SIZE", "EXCLUSIONS", "FILLER_MODES", "MAX_FILLER_TURNS", "MIXES",
-    "Mix", "PROBE_KINDS", "TEST_SIZE", "CalibrationPair", "Case", "CaseError", "Cell", "Controls", "ExclusionError",
-    "Fact", "FieldTypeError", "FieldValueError", "FormatError", "InconsistentCaseError", "JointEdit",
-    "MissingFieldError", "Probe", "Recipient", "Session", "SessionEdit", "SessionQuery", "StackStep",
-    "UnknownFieldError", "acknowledgement", "admissible_cells", "answer_key", "build_session_splits",
-    "build_split", "build_splits", "check_jsonl", "content", "dialogue_turns", "difficulty", "expected_answers",
-    "features", "filler_turns", "grid_size", "held_out_texts", "load", "make_case", "make_session", "marginals",
-    "read_jsonl", "read_record", "recipient_messages", "sample_dialogue", "session_features", "stratum",
-    "summary", "to_dataset_dict", "violations", "vocabulary", "write_build", "write_hub", "write_jsonl",
+    "AXES", "BUNDLED_SPLITS", "DEFAULT_SEED", "DEV_SIZE", "EXCLUSIONS", "FILLER_MODES", "GENERATED_SPLITS",
+    "HAND_WRITTEN_SPLITS", "MAX_FILLER_TURNS", "MIXES", "PROBE_KINDS", "TEST_SIZE", "CalibrationPair", "Case",
+    "CaseError", "Cell", "Controls", "ExclusionError", "Fact", "FieldTypeError", "FieldValueError", "FormatError",
+    "InconsistentCaseError", "JointEdit", "MissingFieldError", "Mix", "Probe", "Recipient", "Session", "SessionEdit",
+    "SessionQuery", "StackStep", "UnknownFieldError", "acknowledgement", "admissible_cells", "answer_key",
+    "build_session_splits", "build_split", "build_splits", "check_jsonl", "content", "dialogue_turns", "difficulty",
+    "expected_answers", "features", "filler_turns", "grid_size", "held_out_texts", "load", "make_case",
+    "make_session", "marginals", "read_jsonl", "read_record", "recipient_messages", "sample_dialogue",
+    "session_features", "stratum", "summary", "to_dataset_dict", "violations", "vocabulary", "write_build",
+    "write_hub", "write_jsonl",
 ]

@@ -229,8 +229,7 @@ def held_out_texts(cases: Iterable[Record]) -> frozenset[str]:
 
 
 def bundled_held_out() -> frozenset[str]:
-    """The user-side texts of every bundled split (dev, test and their sessions), which no training
-    dialogue contains."""
+    """The user-side texts of every bundled split, which no training dialogue contains."""
     return held_out_texts([case for split in BUNDLED_SPLITS for case in load(split)])
 
 

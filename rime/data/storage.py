@@ -1,7 +1,8 @@
 """Reading and writing RIME splits: JSONL in the paper's format, a Hugging Face `DatasetDict`
-(`rime.data.hub`), and the splits bundled as package data (`rime/data/{test,dev}.jsonl` and the many-edit
-`session_{test,dev}.jsonl`, the default seed's build, so they load offline; regenerate them with
-`python -m rime build --jsonl-only --out rime/data`). A file may mix single cases and sessions.
+(`rime.data.hub`), and the splits bundled as package data, so they load offline:
+`rime/data/{test,dev}.jsonl` and the many-edit `session_{test,dev}.jsonl`, the default seed's build
+(regenerate them with `python -m rime build --jsonl-only --out rime/data`), and `rime/data/natural.jsonl`,
+written by hand. A file may mix single cases and sessions.
 """
 
 from __future__ import annotations
@@ -18,7 +19,11 @@ from rime.data.hub import read_saved, to_dataset_dict
 from rime.data.schema import Case, Record, read_record
 from rime.data.turns import FILLER_MODES, MAX_FILLER_TURNS, filler_turns
 
-BUNDLED_SPLITS = ("test", "dev", "session_test", "session_dev")
+GENERATED_SPLITS = ("test", "dev", "session_test", "session_dev")  # `python -m rime build` writes them
+# hand-written in ordinary English, never generated nor trained on: how the model reads prose that
+# is not the corpus's own
+HAND_WRITTEN_SPLITS = ("natural",)
+BUNDLED_SPLITS = (*GENERATED_SPLITS, *HAND_WRITTEN_SPLITS)
 HF_DIRNAME = "hf"
 
 
@@ -126,9 +131,9 @@ def _jsonl(path_or_split: str | os.PathLike) -> tuple[bytes, str] | None:
 
 
 def load(path_or_split: str | os.PathLike, split: str | None = None) -> list[Record]:
-    """Cases from a bundled split name (`"test"`, `"dev"`), a JSONL file, or a `save_to_disk` folder
-    (a DatasetDict: all splits in order, or only `split`). Bundled names win over same-named paths;
-    write `./test` for a local file called `test`."""
+    """Cases from a bundled split name (`"test"`, `"dev"`, `"natural"`, `"session_test"`, ...), a JSONL
+    file or a `save_to_disk` folder (a DatasetDict: all splits in order, or only `split`). Bundled names
+    win over same-named paths; write `./test` for a local file called `test`."""
     path = Path(path_or_split)
     if path.is_dir() and not (isinstance(path_or_split, str) and path_or_split in BUNDLED_SPLITS):
         return read_saved(path, split)

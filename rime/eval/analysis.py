@@ -123,6 +123,7 @@ class Analysis:
         for r in rows:
             if (r["method"], r["variant"], r["filler_turns"], r["kind"]) == (BASELINE, TARGET, 0, EDIT):
                 baseline[r["case_id"]].append(r)
+        self.baseline = [r for rs in baseline.values() for r in rs]
         self.retained = {case for case, rs in baseline.items() if majority(rs, "old_stripped")}
         self.dropped = sorted(set(self.cases) - self.retained)
         self.index: dict[tuple, list[dict]] = defaultdict(list)
@@ -136,6 +137,14 @@ class Analysis:
 
     def retention(self) -> str:
         return f"{len(self.retained)} of {len(self.cases)} cases retained"
+
+    def unedited_recall(self, overwritten: bool | None = None) -> Rate:
+        """How often the unedited model (`none`, ft=0) answers a target question with the old value,
+        over every case before the retention filter; `overwritten`: only the cases whose passages
+        do (True) or do not (False) replace an earlier value."""
+        rows = [r for r in self.baseline
+                if overwritten is None or (r["params"]["overwrite_count"] > 0) == overwritten]
+        return rate(rows, "old_stripped")
 
     def groups(self, methods: Sequence[str]) -> list[tuple[str, list[str]]]:
         """`methods` by what they read, in `READS` order, empty groups left out."""

@@ -133,6 +133,8 @@ def markdown(a: Analysis, figures: dict[str, str]) -> str:
         f"{a.n_rows} rows. Retention filter: {a.retention()} (the unedited model answers most target "
         "paraphrases with the old value); the others are left out of every metric below. "
         f"Dropped ({len(a.dropped)}): {dropped}.",
+        f"Unedited target recall, every case: {a.unedited_recall()}; cases whose passages overwrite an "
+        f"earlier value: {a.unedited_recall(True)}; the others: {a.unedited_recall(False)}.",
         "Every accuracy is `correct_stripped`, shown as percent [Wilson 95% interval] n=rows; every "
         "difference of two rates over the same cases is in points [case-bootstrap 95% interval] n=cases. "
         "Methods are grouped by what they read besides the state.",

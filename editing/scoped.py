@@ -1,0 +1,116 @@
+"""Scoped edits (GRACE's codebook, MEMOIR's routing, Larimar's scope detector, in the state): the
+unedited state is kept next to the edited one, each edit leaves a routing key, and a question is
+answered from the edited state only when it is about an edited fact.
+
+The key of an edit is what the model's residual stream holds at the last token of the method's own
+question about (entity, property) (`editing.keys.question`), read from the unedited state at block
+`layer`, centred on the mean over the same question about other people (`CaseEdit.people`) so that
+what all such questions share drops out and the person remains. A question routes to the edited
+state when its own centred stream points along some edit's key (cosine above `threshold`).
+Measured on the bundled model, the centred stream at the last block's input separates people: the
+questions about one person share a direction whatever the wording, while the raw read-key
+subspaces (`editing.keys`) are dominated by the wording.
+"""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Sequence
+
+import flax.struct
+import jax
+import jax.numpy as jnp
+import numpy as np
+from jaxtyping import Array, Bool, Float, Int
+
+from editing.keys import other_people, question
+from editing.methods import CaseEdit, ModelLike, reader_of
+from rwkv_jax.batch import Encoder, Reader, broadcast, encode, pad, take
+from rwkv_jax.config import Config
+from rwkv_jax.model import forward_trace
+from rwkv_jax.params import Params
+from rwkv_jax.state import State
+
+
+@flax.struct.dataclass
+class Scope:
+    """The routing keys of E edits.
+
+    Attributes:
+      keys: `[E, D]` unit vectors, each edit's centred stream.
+      centres: `[E, D]` the mean each edit's stream was centred on.
+      layer: the block whose input the streams are read at.
+    """
+
+    keys: Float[Array, "E D"]
+    centres: Float[Array, "E D"]
+    layer: int = flax.struct.field(pytree_node=False)
+
+
+@functools.partial(jax.jit, static_argnames=("cfg", "layer"))
+def _streams(params: Params, cfg: Config, tokens: Int[Array, "B T"], lengths: Int[Array, " B"], states: State,
+             *, layer: int) -> Float[Array, "B D"]:
+    def one(t, n, s):
+        # the residual stream entering block `layer` at the last real token (right padding after it
+        # cannot reach back)
+        return forward_trace(params, cfg, t, s)[2].hidden[layer, n - 1]
+
+    return jax.vmap(one)(tokens, lengths, states)
+
+
+def streams(reader: Reader, tokenizer: Encoder, texts: Sequence[str], states: State, layer: int
+            ) -> Float[Array, "B D"]:
+    """The residual stream entering block `layer` (`cfg.n_layer` for the final one) after each text,
+    read from its state (`[B]`, or one for all)."""
+    _check_layer(layer, reader.cfg)
+    tokens, lengths = pad(encode(tokenizer, texts, reader.cfg.vocab_size))
+    rows = (tokens, lengths, broadcast(states, len(texts)))
+    return reader.map(functools.partial(_streams, layer=layer), rows)
+
+
+def _check_layer(layer: int, cfg: Config) -> None:
+    if not 0 <= layer <= cfg.n_layer:
+        raise ValueError(f"layer must be in 0..{cfg.n_layer}, got {layer}")
+
+
+def _unit(x: Float[Array, "*B D"]) -> Float[Array, "*B D"]:
+    return x / jnp.maximum(jnp.linalg.norm(x, axis=-1, keepdims=True), 1e-12)
+
+
+def scope(states: State, model: ModelLike, cases: Sequence[CaseEdit], *, layer: int | None = None,
+          others: int = 8, reader: Reader | None = None) -> Scope:
+    """The routing keys of the edits `cases`, one per unedited state `states` `[E]` (the state each
+    edit was made on). `others` people from each case's `people` centre its key."""
+    cfg = model.cfg
+    layer = cfg.n_layer - 1 if layer is None else layer
+    _check_layer(layer, cfg)
+    reader = reader_of(model, reader)
+    texts, rows = [], []
+    for i, case in enumerate(cases):
+        group = [case.entity, *other_people(case.entity, case.people, others)]
+        texts += [question(name, case.property) for name in group]
+        rows += [i] * len(group)
+    h = streams(reader, model.tokenizer, texts, take(states, np.array(rows)), layer)
+    h = h.reshape(len(cases), others + 1, -1)
+    centres = h.mean(axis=1)
+    return Scope(keys=_unit(h[:, 0] - centres), centres=centres, layer=layer)
+
+
+@jax.jit
+def similarity(scope: Scope, h: Float[Array, "B D"]) -> Float[Array, "B E"]:
+    """The cosine of each question's stream, centred as each edit's was, with that edit's key."""
+    return jnp.einsum("bed,ed->be", _unit(h[:, None, :] - scope.centres[None]), scope.keys)
+
+
+def route(scope: Scope, model: ModelLike, questions: Sequence[str], states: State, *, threshold: float = 0.5,
+          reader: Reader | None = None) -> tuple[Bool[Array, " B"], Float[Array, "B E"]]:
+    """Which questions (chat prompts, each read from its unedited state in `states`) go to the
+    edited state, and every question's similarity to every edit's key."""
+    h = streams(reader_of(model, reader), model.tokenizer, questions, states, scope.layer)
+    sim = similarity(scope, h)
+    return sim.max(axis=-1) > threshold, sim
+
+
+def answering_states(routed: Bool[Array, " B"], edited: State, unedited: State) -> State:
+    """Per question, the edited state where it routes there and the unedited one elsewhere."""
+    return jax.tree.map(lambda e, u: jnp.where(routed.reshape(-1, *(1,) * (e.ndim - 1)), e, u), edited, unedited)
