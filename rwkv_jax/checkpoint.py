@@ -29,16 +29,20 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import orbax.checkpoint as ocp
+from jax.experimental import multihost_utils
+from jax.sharding import Mesh
 
 from rwkv_jax.atomic import atomic_directory, read_json_object
 from rwkv_jax.bundle import Model
 from rwkv_jax.config import Config
+from rwkv_jax.mesh import param_shardings, place
 from rwkv_jax.params import Params, abstract_params, cast_params, check_params
 from rwkv_jax.tokenizer import BUILT_IN_VOCABS, NO_VOCAB, WORLD_VOCAB, Tokenizer, load_tokenizer, save_vocab
 
 FORMAT = 1
 META = "meta.json"
 VOCAB_FILE = "vocab.txt"
+CHUNK_BYTES = 16 << 20
 
 
 class CheckpointError(ValueError):
@@ -53,10 +57,13 @@ def _dtype_name(params: Params) -> str:
 
 
 def checksums(params: Params) -> dict[str, str]:
-    """SHA-256 of every leaf's bytes, by its dotted path (`blocks.att.w1`)."""
+    """SHA-256 of every leaf's bytes, by its dotted path (`blocks.att.w1`); one leaf at a time on
+    the host (gathered from every process where its shards span several)."""
     out = {}
     for path, leaf in jax.tree_util.tree_flatten_with_path(params)[0]:
         name = ".".join(str(getattr(k, "key", k)) for k in path)
+        if isinstance(leaf, jax.Array) and not leaf.is_fully_addressable:
+            leaf = multihost_utils.process_allgather(leaf, tiled=True)
         out[name] = hashlib.sha256(np.ascontiguousarray(leaf).view(np.uint8).data).hexdigest()
     return out
 
@@ -105,10 +112,12 @@ def save(
         }
         (tmp / META).write_text(json.dumps(meta, indent=2, sort_keys=True))
         # Synchronous, uncompressed, at most 1 GB in flight: a multi-GB model is written without
-        # staging a second full copy in host memory.
+        # staging a second full copy in host memory. Chunks of at most CHUNK_BYTES: a sharded
+        # restore reads only the chunks of its own shards.
         handler = ocp.PyTreeCheckpointHandler(use_compression=False, save_concurrent_gb=1)
+        chunks = jax.tree.map(lambda _: ocp.SaveArgs(chunk_byte_size=CHUNK_BYTES), params)
         with ocp.Checkpointer(handler) as checkpointer:
-            checkpointer.save(tmp / "params", args=ocp.args.PyTreeSave(params))
+            checkpointer.save(tmp / "params", args=ocp.args.PyTreeSave(params, save_args=chunks))
     return Path(path).absolute()
 
 
@@ -161,17 +170,34 @@ def _check_expected(path: Path, cfg: Config, expect: Config | None) -> None:
         raise ValueError(f"checkpoint {path} has another shape: " + "; ".join(diff))
 
 
-def load(path: str | os.PathLike, *, expect: Config | None = None, verify: bool = True) -> Model:
+ParamSharding = Mesh | jax.sharding.Sharding | Params | None
+
+
+def shardings(cfg: Config, sharding: ParamSharding) -> Params:
+    """A params-shaped tree of shardings: the first device (None), `rwkv_jax.mesh.param_shardings`
+    (a `Mesh`), one sharding for every leaf, or such a tree as it is."""
+    if sharding is None:
+        sharding = jax.sharding.SingleDeviceSharding(jax.devices()[0])
+    if isinstance(sharding, Mesh):
+        return param_shardings(cfg, sharding)
+    if isinstance(sharding, jax.sharding.Sharding):
+        return jax.tree.map(lambda _: sharding, abstract_params(cfg))
+    return sharding
+
+
+def load(path: str | os.PathLike, *, expect: Config | None = None, verify: bool = True,
+         sharding: ParamSharding = None) -> Model:
     """Restores a checkpoint; with `expect`, refuses one whose config differs, naming the fields.
-    `verify` checks every array against its recorded SHA-256 (see the module docstring for the cost)."""
+    `verify` checks every array against its recorded SHA-256 (see the module docstring for the cost).
+    `sharding` (see `shardings`; a `Mesh` lays the params out by `rwkv_jax.mesh.param_specs`): each
+    device's shards are read straight from the files, with no full copy of the model on the host."""
     path = Path(path).absolute()
     meta = read_meta(path)
     cfg = meta["config"]
     _check_expected(path, cfg, expect)
-    sharding = jax.sharding.SingleDeviceSharding(jax.devices()[0])
     target = jax.tree.map(
-        lambda s: jax.ShapeDtypeStruct(s.shape, s.dtype, sharding=sharding),
-        abstract_params(cfg, jnp.dtype(meta["dtype"])),
+        lambda s, where: jax.ShapeDtypeStruct(s.shape, s.dtype, sharding=where),
+        abstract_params(cfg, jnp.dtype(meta["dtype"])), shardings(cfg, sharding),
     )
     if not (path / "params").is_dir():
         raise CheckpointError(f"{path}: no params/ folder")
@@ -247,6 +273,7 @@ def load_model(
     verify: bool = True,
     dtype: str | None = None,
     vocab: str | os.PathLike | None = None,
+    sharding: ParamSharding = None,
 ) -> Model:
     """`rwkv_jax.load`: the one-line entry point, in the `from_pretrained` habit.
 
@@ -255,7 +282,8 @@ def load_model(
     memory with every check of `python -m convert` (the same errors; nothing is written).
     `dtype` ("fp32", "bf16", "fp16") casts as the CLI does (default: as stored). `vocab` is an
     official checkpoint's vocab spec (`rwkv_jax.tokenizer`; default the RWKV World vocab); an
-    rwkv_jax checkpoint records its own.
+    rwkv_jax checkpoint records its own. `sharding` places the params (see `load`; an official
+    checkpoint is read on the host first).
     """
     # convert builds on rwkv_jax, so it is imported here rather than at the top (a cycle).
     from convert.assemble import as_dtype
@@ -266,23 +294,22 @@ def load_model(
         raise FileNotFoundError(f"{path} is not an rwkv_jax checkpoint (no {META}), nor a Hugging Face "
                                 f"checkpoint (no {SINGLE} or {INDEX})")
     if path.exists() and not (path / META).is_file():
-        return _load_official(path, expect=expect, dtype=dtype, vocab=vocab)
+        return _load_official(path, expect=expect, dtype=dtype, vocab=vocab, sharding=sharding)
     if vocab is not None:
         raise ValueError(f"{path_or_name}: an rwkv_jax checkpoint records its vocab; vocab= is for "
                          "official checkpoints")
-    model = load(resolve(path_or_name), expect=expect, verify=verify)
+    model = load(resolve(path_or_name), expect=expect, verify=verify, sharding=sharding)
     if dtype is None:
         return model
     return dataclasses.replace(model, params=cast_params(model.params, as_dtype(dtype)))
 
 
 def _load_official(path: Path, *, expect: Config | None, dtype: str | None,
-                   vocab: str | os.PathLike | None) -> Model:
+                   vocab: str | os.PathLike | None, sharding: ParamSharding) -> Model:
     from convert.pipeline import check_vocab, read_checkpoint
 
     tokenizer = load_tokenizer(vocab if vocab is not None else WORLD_VOCAB)
     params, cfg, _ = read_checkpoint(path, dtype=dtype)
     check_vocab(path, cfg, tokenizer)
     _check_expected(path, cfg, expect)
-    device = jax.devices()[0]
-    return Model(params=jax.device_put(params, device), cfg=cfg, tokenizer=tokenizer)
+    return Model(params=place(params, shardings(cfg, sharding)), cfg=cfg, tokenizer=tokenizer)

@@ -1,0 +1,51 @@
+"""The ("data", "model") mesh: sharded runs equal unsharded ones on 8 CPU devices (in a subprocess,
+since the device count is fixed when JAX starts), and the mesh's arguments are checked."""
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import jax
+import pytest
+
+from rwkv_jax import Config, make_mesh, param_specs, parse_mesh
+from rwkv_jax.mesh import MODEL
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def test_sharded_logits_states_and_rows_equal_unsharded_on_2x4_and_8x1_meshes():
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    done = subprocess.run([sys.executable, str(ROOT / "tests" / "mesh_checks.py"), "2x4", "8x1"], env=env,
+                          cwd=ROOT, capture_output=True, text=True, timeout=400)
+    assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-4000:]
+    assert done.stdout.split() == ["2x4:", "ok", "8x1:", "ok", "errors:", "ok"]
+
+
+def test_mesh_text_names_its_axes():
+    assert parse_mesh("data=2,model=4") == {"data": 2, "model": 4}
+    assert parse_mesh("model=2") == {"model": 2}
+    assert parse_mesh("") == {}
+    for bad, reason in (("rows=2", "AXIS one of data, model"), ("model=0", "positive"),
+                        ("model=2,model=2", "given twice"), ("data", "AXIS=SIZE")):
+        with pytest.raises(ValueError, match=reason):
+            parse_mesh(bad)
+
+
+def test_a_mesh_must_use_every_device_it_is_given():
+    one = jax.devices()[:1]
+    assert make_mesh(devices=one).shape == {"data": 1, MODEL: 1}
+    with pytest.raises(ValueError, match="model axis of 2 does not divide the 1 devices"):
+        make_mesh(model=2, devices=one)
+    with pytest.raises(ValueError, match="needs 2 devices; there are 1"):
+        make_mesh(data=2, devices=one)
+
+
+def test_only_the_big_matrices_are_split():
+    specs = param_specs(Config.default(2, 128, 512))
+    split = sorted(".".join(p.key for p in path) for path, spec in
+                   jax.tree_util.tree_flatten_with_path(specs)[0] if MODEL in spec)
+    assert split == ["blocks.att.a2", "blocks.att.g2", "blocks.att.key", "blocks.att.output",
+                     "blocks.att.receptance", "blocks.att.v2", "blocks.att.value", "blocks.att.w2",
+                     "blocks.ffn.key", "blocks.ffn.value", "emb", "head"]
