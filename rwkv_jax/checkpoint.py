@@ -174,10 +174,10 @@ ParamSharding = Mesh | jax.sharding.Sharding | Params | None
 
 
 def shardings(cfg: Config, sharding: ParamSharding) -> Params:
-    """A params-shaped tree of shardings: the first device (None), `rwkv_jax.mesh.param_shardings`
+    """A params-shaped tree of shardings: this process's first device (None), `rwkv_jax.mesh.param_shardings`
     (a `Mesh`), one sharding for every leaf, or such a tree as it is."""
     if sharding is None:
-        sharding = jax.sharding.SingleDeviceSharding(jax.devices()[0])
+        sharding = jax.sharding.SingleDeviceSharding(jax.local_devices()[0])
     if isinstance(sharding, Mesh):
         return param_shardings(cfg, sharding)
     if isinstance(sharding, jax.sharding.Sharding):

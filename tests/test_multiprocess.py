@@ -2,6 +2,7 @@
 over a data=2, model=2 mesh: the rows equal a single-process run, only process 0 writes, and a run
 killed (both processes, SIGKILL) after its first case resumes with no row lost or repeated."""
 
+import json
 import os
 import signal
 import socket
@@ -91,6 +92,7 @@ def wait(procs, tmp_path: Path, until, deadline: float) -> None:
 
 @pytest.mark.slow
 def test_two_processes_write_single_process_rows_once_and_resume_after_a_kill(tmp_path, model_dir, run_cases):
+    run_cases = run_cases[:2]  # the kill comes after the first
     spec = Spec.build(fillers=(0, 1), max_new_tokens=4)
     want = rows.read_rows(run(tmp_path / "single", rwkv_jax.load(model_dir), str(model_dir), run_cases,
                               "cases", spec, batch_size=8).folder)
@@ -109,6 +111,7 @@ def test_two_processes_write_single_process_rows_once_and_resume_after_a_kill(tm
     wait(procs, tmp_path, lambda: all(p.poll() == 0 for p in procs), deadline)
     got = rows.read_rows(out)
     assert not (tmp_path / "process1" / "run").exists()  # process 1 wrote nothing
+    assert json.loads((out / rows.LOCK).read_text())["pid"] == procs[0].pid  # process 0 held the folder
     assert len(got) == len(want) and got[:len(first)] == first
     for a, b in zip(got, want, strict=True):
         assert {k: v for k, v in a.items() if k not in ("p_new", "p_old")} == \
