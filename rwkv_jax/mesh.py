@@ -10,7 +10,9 @@ replicated. The wkv state splits by heads, like the channels that write it; the 
 (LayerNorm outputs, which every device holds whole) by rows only.
 
 `NamedSharding` on the inputs is all there is: XLA's sharding propagation carries the layout
-through the scanned layers and the wkv scan, and places the all-reduces. No shard_map is used.
+through the scanned layers and the wkv scan, and places the communication. No shard_map is needed:
+the compiled `rwkv_jax.batch.read` on a 2x4 CPU mesh has exactly one all-reduce per row-split
+product (two per layer) and one after the vocabulary-split embedding lookup, and no all-gather.
 """
 
 from __future__ import annotations

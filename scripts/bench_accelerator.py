@@ -114,7 +114,7 @@ def run(args) -> list[tuple[str, float, str, float | None]]:
     params = jax.device_put(perturbed_params(cfg, dtype=dtype), device)
     bytes_w = sum(x.nbytes for x in jax.tree.leaves(params))
     flops_token = 2 * matmul_weights(cfg)
-    state_bytes = sum(x.nbytes for x in jax.tree.leaves(jax.eval_shape(lambda: State.zeros(cfg))))
+    state_bytes = sum(x.size * x.dtype.itemsize for x in jax.tree.leaves(jax.eval_shape(lambda: State.zeros(cfg))))
     peak = peaks(device)
     out = []
 
