@@ -157,7 +157,8 @@ def _run(args: argparse.Namespace) -> int:
                       max_new_tokens=args.max_new_tokens, seed=args.seed)
     cases = load(source)[: args.limit]
     mesh = make_mesh(**parse_mesh(args.mesh))
-    model = rwkv_jax.load(args.model)
+    # split over the model axis as it loads: a model too large for one device never sits whole on one
+    model = rwkv_jax.load(args.model, sharding=mesh if mesh.shape[MODEL] > 1 else None)
     devices = jax.devices()
     print(f"{out}: {len(cases)} cases from {source}, model {args.model}, {len(devices)} {devices[0].platform} "
           f"device(s) as data={mesh.shape[DATA]} model={mesh.shape[MODEL]}, batch size {args.batch_size}")

@@ -29,13 +29,12 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import orbax.checkpoint as ocp
-from jax.experimental import multihost_utils
 from jax.sharding import Mesh
 
 from rwkv_jax.atomic import atomic_directory, read_json_object
 from rwkv_jax.bundle import Model
 from rwkv_jax.config import Config
-from rwkv_jax.mesh import param_shardings, place
+from rwkv_jax.mesh import param_shardings, place, to_host
 from rwkv_jax.params import Params, abstract_params, cast_params, check_params
 from rwkv_jax.tokenizer import BUILT_IN_VOCABS, NO_VOCAB, WORLD_VOCAB, Tokenizer, load_tokenizer, save_vocab
 
@@ -58,12 +57,11 @@ def _dtype_name(params: Params) -> str:
 
 def checksums(params: Params) -> dict[str, str]:
     """SHA-256 of every leaf's bytes, by its dotted path (`blocks.att.w1`); one leaf at a time on
-    the host (gathered from every process where its shards span several)."""
+    the host (`rwkv_jax.mesh.to_host`)."""
     out = {}
     for path, leaf in jax.tree_util.tree_flatten_with_path(params)[0]:
         name = ".".join(str(getattr(k, "key", k)) for k in path)
-        if isinstance(leaf, jax.Array) and not leaf.is_fully_addressable:
-            leaf = multihost_utils.process_allgather(leaf, tiled=True)
+        leaf = to_host(leaf)
         out[name] = hashlib.sha256(np.ascontiguousarray(leaf).view(np.uint8).data).hexdigest()
     return out
 
@@ -201,9 +199,10 @@ def load(path: str | os.PathLike, *, expect: Config | None = None, verify: bool 
     )
     if not (path / "params").is_dir():
         raise CheckpointError(f"{path}: no params/ folder")
-    checkpointer = ocp.StandardCheckpointer()
+    # at most 1 GB read ahead: beyond the restored arrays, the host holds no second copy of the model
+    checkpointer = ocp.Checkpointer(ocp.StandardCheckpointHandler(restore_concurrent_gb=1))
     try:
-        params = checkpointer.restore(path / "params", target)
+        params = checkpointer.restore(path / "params", args=ocp.args.StandardRestore(target))
     except Exception as e:  # orbax and TensorStore raise bare Exceptions for unreadable files
         lines = [line.strip() for line in str(e).split(" See full TensorStore details")[0].splitlines()]
         reason = next((line for line in lines if line), "")[:300]

@@ -21,7 +21,7 @@ from collections.abc import Sequence
 
 import jax
 import numpy as np
-from jax.experimental import mesh_utils
+from jax.experimental import mesh_utils, multihost_utils
 from jax.sharding import Mesh, NamedSharding
 from jax.sharding import PartitionSpec as P
 
@@ -123,3 +123,17 @@ def place(tree, shardings):
 def shard_params(params: Params, cfg: Config, mesh: Mesh) -> Params:
     """The params laid over `mesh` by `param_specs`."""
     return place(params, param_shardings(cfg, mesh))
+
+
+def to_host(x) -> np.ndarray:
+    """An array's values on the host, gathered from every process where its shards span several.
+    A split array is assembled shard by shard into a fresh buffer: `np.asarray` would keep the
+    copy cached on the array, and over a whole model that is a second copy of it."""
+    if not isinstance(x, jax.Array) or len(x.sharding.device_set) == 1:
+        return np.asarray(x)
+    if not x.is_fully_addressable:
+        return np.asarray(multihost_utils.process_allgather(x, tiled=True))
+    out = np.empty(x.shape, x.dtype)
+    for shard in x.addressable_shards:
+        out[shard.index] = np.asarray(shard.data)
+    return out

@@ -4,7 +4,7 @@
     python scripts/bench_sharded_load.py --dir /tmp/rwkv-1.5b --markdown
 
 Each load runs in a fresh process (`--xla_force_host_platform_device_count=8`) and reports its
-peak RSS (`ru_maxrss`) and the RSS before loading. On CPU the "devices" are host memory, so every
+peak RSS (`VmHWM`) and the RSS before loading. On CPU the "devices" are host memory, so every
 load holds the whole model in the process at the end; what differs is the copy on the way there:
 `load(sharding=mesh)` reads each device's shards straight from the files, `load` then
 `shard_params` stages the whole model first.
@@ -47,17 +47,20 @@ def write(path: Path, layers: int, embd: int, vocab: int, dtype: str) -> None:
 
 def measure(path: Path, expression: str) -> dict:
     code = f"""
-import json, resource, time
+import json, time
 import jax, rwkv_jax
+
+def status(field):  # kB; VmHWM is the peak RSS of this process image (ru_maxrss would include the parent's)
+    return next(int(line.split()[1]) for line in open("/proc/self/status") if line.startswith(field + ":"))
+
 jax.devices()
-before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+before = status("VmRSS")
 path = {str(path)!r}
 start = time.perf_counter()
 params = {expression}
 jax.block_until_ready(params)
 seconds = time.perf_counter() - start
-print(json.dumps({{"before_kb": before, "peak_kb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss,
-                  "seconds": seconds}}))
+print(json.dumps({{"before_kb": before, "peak_kb": status("VmHWM"), "seconds": seconds}}))
 """
     env = {**os.environ, "XLA_FLAGS": "--xla_force_host_platform_device_count=8",
            "PYTHONPATH": str(Path(__file__).resolve().parents[1])}

@@ -27,7 +27,7 @@ from rime.eval.protocol import Spec, row_keys
 from rime.eval.rows import RunFolder
 from rwkv_jax.bundle import Model
 from rwkv_jax.chat import STOP
-from rwkv_jax.mesh import check_mesh
+from rwkv_jax.mesh import check_mesh, to_host
 
 PACKAGE = "rwkv-jax"
 
@@ -43,7 +43,7 @@ def model_fingerprint(model: Model) -> dict:
     """The model's config and SHA-256 digests of its params (names, dtypes, values) and vocab."""
     params = hashlib.sha256()
     for path, leaf in jax.tree_util.tree_flatten_with_path(model.params)[0]:
-        array = np.asarray(leaf)
+        array = to_host(leaf)
         params.update(f"{jax.tree_util.keystr(path)}:{array.dtype}:{array.shape}".encode())
         params.update(np.ascontiguousarray(array).tobytes())
     vocab = hashlib.sha256()
