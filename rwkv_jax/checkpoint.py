@@ -200,9 +200,10 @@ def load(path: str | os.PathLike, *, expect: Config | None = None, verify: bool 
     if not (path / "params").is_dir():
         raise CheckpointError(f"{path}: no params/ folder")
     # at most 1 GB read ahead: beyond the restored arrays, the host holds no second copy of the model
-    checkpointer = ocp.Checkpointer(ocp.StandardCheckpointHandler(restore_concurrent_gb=1))
+    checkpointer = ocp.Checkpointer(ocp.PyTreeCheckpointHandler(restore_concurrent_gb=1))
     try:
-        params = checkpointer.restore(path / "params", args=ocp.args.StandardRestore(target))
+        restore_args = ocp.checkpoint_utils.construct_restore_args(target)
+        params = checkpointer.restore(path / "params", args=ocp.args.PyTreeRestore(target, restore_args=restore_args))
     except Exception as e:  # orbax and TensorStore raise bare Exceptions for unreadable files
         lines = [line.strip() for line in str(e).split(" See full TensorStore details")[0].splitlines()]
         reason = next((line for line in lines if line), "")[:300]
