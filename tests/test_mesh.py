@@ -2,6 +2,7 @@
 since the device count is fixed when JAX starts), and the mesh's arguments are checked."""
 
 import os
+import runpy
 import subprocess
 import sys
 from pathlib import Path
@@ -9,6 +10,7 @@ from pathlib import Path
 import jax
 import pytest
 
+from rime.__main__ import main
 from rwkv_jax import Config, make_mesh, param_specs, parse_mesh
 from rwkv_jax.mesh import MODEL
 
@@ -49,3 +51,25 @@ def test_only_the_big_matrices_are_split():
     assert split == ["blocks.att.a2", "blocks.att.g2", "blocks.att.key", "blocks.att.output",
                      "blocks.att.receptance", "blocks.att.v2", "blocks.att.value", "blocks.att.w2",
                      "blocks.ffn.key", "blocks.ffn.value", "emb", "head"]
+
+
+def test_cli_refuses_a_mesh_the_devices_cannot_make(tmp_path, capsys, run_model_dir):
+    out = tmp_path / "run"
+    assert main(["run", "--model", str(run_model_dir), "--limit", "1", "--mesh", "data=1,model=3",
+                 "--out", str(out)]) == 2
+    assert "a model axis of 3 does not divide the 1 devices" in capsys.readouterr().err
+    assert main(["run", "--model", str(run_model_dir), "--limit", "1", "--mesh", "rows=2", "--out", str(out)]) == 2
+    assert "AXIS one of data, model" in capsys.readouterr().err
+    assert not out.exists()
+
+
+def test_benchmark_section_is_replaced_in_place(tmp_path):
+    bench = runpy.run_path(str(ROOT / "scripts" / "bench_accelerator.py"))
+    path = tmp_path / "BENCHMARKS.md"
+    path.write_text("# Benchmarks\n\n## Before\n\nkept\n")
+    bench["write_section"](path, bench["SECTION"] + "\n\nfirst\n")
+    path.write_text(path.read_text() + "\n## After\n\nalso kept\n")
+    bench["write_section"](path, bench["SECTION"] + "\n\nsecond\n")
+    text = path.read_text()
+    assert "first" not in text and text.count(bench["SECTION"]) == 1
+    assert text.index("kept") < text.index("second") < text.index("also kept")
