@@ -11,8 +11,10 @@ replicated. The wkv state splits by heads, like the channels that write it; the 
 
 `NamedSharding` on the inputs is all there is: XLA's sharding propagation carries the layout
 through the scanned layers and the wkv scan, and places the communication. No shard_map is needed:
-the compiled `rwkv_jax.batch.read` on a 2x4 CPU mesh has exactly one all-reduce per row-split
-product (two per layer) and one after the vocabulary-split embedding lookup, and no all-gather.
+on a 2x4 CPU mesh the compiled `rwkv_jax.batch.read` has one all-reduce per row-split product (two
+per layer) and one after the vocabulary-split embedding lookup, and RIME's answer kernel adds only
+small reductions over the vocabulary-split logits (softmax sums, the greedy argmax's per-shard
+candidates); no weight is ever gathered.
 """
 
 from __future__ import annotations

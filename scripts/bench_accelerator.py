@@ -18,7 +18,9 @@ from __future__ import annotations
 
 import argparse
 import functools
+import os
 import re
+import sys
 import time
 from pathlib import Path
 
@@ -54,10 +56,14 @@ PEAKS = {
 SECTION = "## Accelerator benchmark (`scripts/bench_accelerator.py`)"
 
 
-def peaks(device: jax.Device) -> tuple[float, float, str] | None:
-    """(bytes/s, FLOP/s, source) of the device, or None for a kind not in `PEAKS`."""
+def peaks(device: jax.Device, given: str | None = None) -> tuple[float, float, str] | None:
+    """(bytes/s, FLOP/s, source) of the device (`given` "GBS,TFLOPS" overrides `PEAKS`), or None
+    for a kind not in `PEAKS` (whole words: an L40S is not an L4)."""
+    if given:
+        gbs, tflops = map(float, given.split(","))
+        return gbs * 1e9, tflops * 1e12, "--peaks"
     for kind, (gbs, tflops, source) in PEAKS.items():
-        if kind.lower() in device.device_kind.lower():
+        if re.search(rf"\b{re.escape(kind)}\b", device.device_kind, re.I):
             return gbs * 1e9, tflops * 1e12, source
     return None
 
@@ -115,7 +121,7 @@ def run(args) -> list[tuple[str, float, str, float | None]]:
     bytes_w = sum(x.nbytes for x in jax.tree.leaves(params))
     flops_token = 2 * matmul_weights(cfg)
     state_bytes = sum(x.size * x.dtype.itemsize for x in jax.tree.leaves(jax.eval_shape(lambda: State.zeros(cfg))))
-    peak = peaks(device)
+    peak = peaks(device, args.peaks)
     out = []
 
     B, T = args.prefill_batch, args.prefill_len
@@ -151,11 +157,12 @@ def run(args) -> list[tuple[str, float, str, float | None]]:
 
 def table(args, results) -> str:
     device = jax.devices()[0]
-    peak = peaks(device)
+    peak = peaks(device, args.peaks)
     dtype = "fp32" if args.small else "bf16"
     lines = [SECTION, "",
-             f"`python scripts/bench_accelerator.py{' --small' if args.small else ''}` on "
-             f"{len(jax.devices())} x {device.device_kind} ({device.platform}), JAX {jax.__version__}; "
+             f"`python scripts/bench_accelerator.py {' '.join(sys.argv[1:])}` on "
+             f"{len(jax.devices())} x {device.device_kind} ({device.platform}), JAX {jax.__version__}, "
+             f"load average {os.getloadavg()[0]:.1f} at the start; "
              f"L{args.layers} D{args.embd} V{args.vocab}, {dtype}. Roofline: "
              + (f"{peak[0] / 1e9:.0f} GB/s HBM, {peak[1] / 1e12:.0f} TFLOP/s ({peak[2]})."
                 if peak else "none (no peak figures for this device kind in `PEAKS`)."),
@@ -164,6 +171,9 @@ def table(args, results) -> str:
         roof = f"{bound:,.0f} {unit}" if bound else "n/a"
         share = f"{value / bound:.1%}" if bound else "n/a"
         lines.append(f"| {name} | {value:,.0f} {unit} | {roof} | {share} |")
+    lines += ["", "Peak figures (`PEAKS`, per chip, dense bf16):", "",
+              "| device kind | HBM GB/s | TFLOP/s | source |", "|---|---|---|---|"]
+    lines += [f"| {kind} | {gbs} | {tflops} | {source} |" for kind, (gbs, tflops, source) in PEAKS.items()]
     return "\n".join(lines) + "\n"
 
 
@@ -186,6 +196,7 @@ def main() -> None:
     p.add_argument("--decode-steps", type=int)
     p.add_argument("--rime-cases", type=int)
     p.add_argument("--rime-batch", type=int)
+    p.add_argument("--peaks", help="GBS,TFLOPS: this device's HBM GB/s and peak TFLOP/s, instead of `PEAKS`")
     p.add_argument("--write", type=Path, help="BENCHMARKS.md: (re)write this script's section")
     args = p.parse_args()
     small = dict(layers=2, embd=256, vocab=4096, prefill_batch=4, prefill_len=128, decode_steps=16,
