@@ -17,7 +17,8 @@ from jax.sharding import PartitionSpec as P  # noqa: E402
 
 import rime  # noqa: E402
 import rwkv_jax  # noqa: E402
-from rime.eval import protocol  # noqa: E402
+from rime.__main__ import main as rime_main  # noqa: E402
+from rime.eval import protocol, rows  # noqa: E402
 from rime.eval.evaluate import Evaluator  # noqa: E402
 from rime.eval.kernels import Layout  # noqa: E402
 from rime.eval.protocol import Spec  # noqa: E402
@@ -119,7 +120,10 @@ def check_decode(model: Model, grid, want) -> None:
 
 def check_rows(model: Model, case, grid, want) -> None:
     """A RIME mini-run: every row (generation, scores) and first-token probability agree."""
-    got = run_rows(model, case, mesh=grid)
+    assert_same_rows(run_rows(model, case, mesh=grid), want)
+
+
+def assert_same_rows(got, want) -> None:
     assert len(got) == len(want) > 0
     for a, b in zip(got, want, strict=True):
         assert {k: v for k, v in a.items() if k not in ("p_new", "p_old")} == \
@@ -127,13 +131,23 @@ def check_rows(model: Model, case, grid, want) -> None:
         np.testing.assert_allclose([a["p_new"], a["p_old"]], [b["p_new"], b["p_old"]], rtol=RTOL, atol=1e-7)
 
 
-def check_load(model: Model, grid, size: int, folder: str) -> None:
+def check_load(model: Model, grid, size: int, path) -> None:
     """`load(sharding=mesh)` restores every leaf straight into its shards, with the saved values."""
-    path = rwkv_jax.save(os.path.join(folder, "model"), model.params, model.cfg, model.tokenizer)
     params = rwkv_jax.load(path, sharding=grid).params
     check_shards(params, model.cfg, size)
     for a, b in zip(jax.tree.leaves(params), jax.tree.leaves(model.params), strict=True):
         np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
+
+
+def check_cli(case, shape: str, path, folder: str, want) -> None:
+    """`python -m rime run --mesh data=D,model=M` writes the rows of one device."""
+    cases = os.path.join(folder, "cases.jsonl")
+    rime.write_jsonl([case], cases)
+    data, size = shape.split("x")
+    out = os.path.join(folder, "run")
+    assert rime_main(["run", "--model", str(path), "--cases", cases, "--filler", "0,1", "--max-new-tokens", "4",
+                      "--batch-size", "8", "--mesh", f"data={data},model={size}", "--out", out]) == 0
+    assert_same_rows(rows.read_rows(out), want)
 
 
 def check_errors() -> None:
@@ -161,7 +175,10 @@ def main(shapes: list[str]) -> None:
         check_decode(model, grid, want["decode"])
         check_rows(model, case, grid, want["rows"])
         with tempfile.TemporaryDirectory() as folder:
-            check_load(model, grid, size, folder)
+            path = rwkv_jax.save(os.path.join(folder, "model"), model.params, model.cfg, model.tokenizer)
+            check_load(model, grid, size, path)
+            if size > 1:
+                check_cli(case, shape, path, folder, want["rows"])
         print(f"{shape}: ok", flush=True)
     check_errors()
     print("errors: ok")
