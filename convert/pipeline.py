@@ -12,8 +12,6 @@ import os
 from pathlib import Path
 from typing import Any, Literal
 
-import jax
-
 from convert.assemble import OnTensor, SourceMeta
 from convert.errors import UnsupportedFormatError, VocabMismatchError
 from convert.hf import INDEX, SINGLE, read_hf, write_hf, write_safetensors
@@ -23,6 +21,7 @@ from rwkv_jax import checkpoint
 from rwkv_jax.atomic import check_parents
 from rwkv_jax.bundle import Model
 from rwkv_jax.config import Config
+from rwkv_jax.mesh import place
 from rwkv_jax.params import Params
 from rwkv_jax.tokenizer import WORLD_VOCAB, Tokenizer, load_tokenizer
 
@@ -85,19 +84,21 @@ def load(
     verify: bool = True,
     dtype: str | None = None,
     vocab: str | os.PathLike | None = None,
+    sharding: checkpoint.ParamSharding = None,
 ) -> Model:
     """Any checkpoint as a `Model`: a bundled name or an rwkv_jax checkpoint (`rwkv_jax.load`), or
     an official checkpoint (`.pth`, `.safetensors`, index json or HF folder, in any naming),
     converted in memory with every check of `python -m convert` (the same errors; nothing is
     written). `vocab` is an official checkpoint's vocab spec (`rwkv_jax.tokenizer`; default the
-    RWKV World vocab); an rwkv_jax checkpoint records its own.
+    RWKV World vocab); an rwkv_jax checkpoint records its own. `sharding` places the params
+    (`rwkv_jax.checkpoint.load`; an official checkpoint is read on the host first).
     """
     path = Path(path_or_name)
     if not path.exists() or _is_rwkv_jax_checkpoint(path):
         if vocab is not None:
             raise ValueError(f"{path_or_name}: an rwkv_jax checkpoint records its vocab; vocab= is for "
                              "official checkpoints")
-        return checkpoint.load_model(path_or_name, expect=expect, verify=verify, dtype=dtype)
+        return checkpoint.load_model(path_or_name, expect=expect, verify=verify, dtype=dtype, sharding=sharding)
     if path.is_dir() and not any((path / n).is_file() for n in (SINGLE, INDEX)):
         raise FileNotFoundError(f"{path} is not an rwkv_jax checkpoint (no {checkpoint.META}), nor a Hugging "
                                 f"Face checkpoint (no {SINGLE} or {INDEX})")
@@ -105,7 +106,7 @@ def load(
     params, cfg, _ = read_checkpoint(path, dtype=dtype)
     check_vocab(path, cfg, tokenizer)
     checkpoint.check_expected(path, cfg, expect)
-    return Model(params=jax.device_put(params, jax.devices()[0]), cfg=cfg, tokenizer=tokenizer)
+    return Model(params=place(params, checkpoint.shardings(cfg, sharding)), cfg=cfg, tokenizer=tokenizer)
 
 
 def _export(params: Params, dst: Path, fmt: Format, naming: Naming | None, dtype: Any,

@@ -7,6 +7,8 @@
     python -m rime run --model rime-tiny --split test --methods delta,null,in_context \
         --filler 0,1,2,4,6 --modes neutral,adversarial --out runs/NAME [--cases FILE] [--limit N]
     python -m rime run --split session         # many-edit sessions (session_test): rows and report.md
+    python -m rime run --model CKPT --mesh data=2,model=4    # params split over 4 devices, rows over 2
+    python -m rime run ... --coordinator HOST:PORT --num-processes N --process-id I    # on each of N hosts
     python -m rime report runs/NAME            # report.md and the figures' PNGs in the run folder
 
 Each command is one `add_*` function in `COMMANDS`; further commands register the same way.
@@ -41,6 +43,7 @@ from rime.eval.rows import WRITING, read_config, read_rows
 from rime.eval.runner import run, run_sessions
 from rime.eval.sessions import session_report, write_session_report
 from rwkv_jax.atomic import check_parents, error_line
+from rwkv_jax.mesh import DATA, MODEL, make_mesh, parse_mesh
 
 SPLIT_ALIASES = {"session": "session_test"}
 INTERRUPTED = 130  # the shell's code for a process ended by SIGINT
@@ -145,6 +148,9 @@ def exit_on_interrupt(message: Callable[[], str]) -> None:
 
 
 def _run(args: argparse.Namespace) -> int:
+    if args.coordinator:
+        jax.distributed.initialize(coordinator_address=args.coordinator, num_processes=args.num_processes,
+                                   process_id=args.process_id)
     source = args.cases or SPLIT_ALIASES.get(args.split, args.split)
     out = Path(args.out) if args.out else default_out(args.model, source, args.limit)
     if args.interrupts:
@@ -158,10 +164,12 @@ def _run(args: argparse.Namespace) -> int:
     sessions = [c for c in cases if isinstance(c, Session)]
     if sessions and len(sessions) != len(cases):
         raise ValueError(f"{source} mixes single cases and sessions; a run evaluates one kind")
-    model = convert.load(args.model)
+    mesh = make_mesh(**parse_mesh(args.mesh))
+    # split over the model axis as it loads: a model too large for one device never sits whole on one
+    model = convert.load(args.model, sharding=mesh if mesh.shape[MODEL] > 1 else None)
     devices = jax.devices()
     print(f"{out}: {len(cases)} cases from {source}, model {args.model}, {len(devices)} {devices[0].platform} "
-          f"device(s), batch size {args.batch_size}")
+          f"device(s) as data={mesh.shape[DATA]} model={mesh.shape[MODEL]}, batch size {args.batch_size}")
     bars = []
     added = []
 
@@ -176,13 +184,15 @@ def _run(args: argparse.Namespace) -> int:
 
     try:
         (run_sessions if sessions else run)(out, model, args.model, cases, source, spec, batch_size=args.batch_size,
-                                            on_start=start, on_rows=rows)
+                                            mesh=mesh, on_start=start, on_rows=rows)
     except CaseError as err:  # refused by `rime.eval.runner.check` before anything was written
         err.where = locate(source, err.case_id)
         raise
     finally:
         for bar in bars:
             bar.close()
+    if jax.process_index() != 0:  # process 0 writes the rows and the report
+        return 0
     if sessions:
         print(f"wrote {write_session_report(out)}" if added or not (out / "report.md").is_file()
               else f"{out} was already complete; nothing to do")
@@ -211,7 +221,13 @@ def add_run(commands: argparse._SubParsersAction) -> None:
     p.add_argument("--seed", type=int, default=0, help="seed of the random-delta control")
     p.add_argument("--batch-size", type=_positive, default=64,
                    help="rows per jitted call (64 suits a small CPU; use thousands on an accelerator)")
+    p.add_argument("--mesh", default="", help="device mesh, e.g. data=2,model=4: rows split over data, the "
+                   "params and the wkv heads over model (default: every device on data)")
     p.add_argument("--out", help="run folder (default runs/MODEL-CASES)")
+    p.add_argument("--coordinator", help="HOST:PORT of process 0, to run one process per host over every "
+                   "host's devices (jax.distributed); process 0 writes the run folder")
+    p.add_argument("--num-processes", type=_positive, help="how many processes (with --coordinator)")
+    p.add_argument("--process-id", type=int, help="this process's index, 0 to N-1 (with --coordinator)")
     p.set_defaults(handler=_run)
 
 

@@ -10,6 +10,7 @@ from rwkv_jax.checkpoint import CheckpointError, save
 from rwkv_jax.checkpoint import load_model as load
 from rwkv_jax.config import Config
 from rwkv_jax.generate import Generation, generate
+from rwkv_jax.mesh import make_mesh, param_specs, parse_mesh, shard_params, state_specs
 from rwkv_jax.model import Trace, forward, forward_trace, step
 from rwkv_jax.params import abstract_params, cast_params, check_params, init_params
 from rwkv_jax.random_models import random_model
@@ -37,8 +38,13 @@ __all__ = [
     "init_params",
     "load",
     "load_tokenizer",
+    "make_mesh",
+    "param_specs",
+    "parse_mesh",
     "random_model",
     "save",
+    "shard_params",
+    "state_specs",
     "step",
     "strip_think",
     "world_tokenizer",

@@ -136,6 +136,8 @@ class Placement(Protocol):
 
     def replicate(self, tree): ...
 
+    def place_params(self, params: Params, cfg: Config) -> Params: ...
+
     def pad(self, tree, n: int): ...
 
     def put(self, tree): ...
@@ -158,6 +160,10 @@ class DefaultDevice:
 
     put = fetch = replicate
 
+    @staticmethod
+    def place_params(params: Params, cfg: Config) -> Params:
+        return params
+
 
 class Reader:
     """`read` with the params placed once: an evaluator hands its own to the edit methods, so the
@@ -167,7 +173,7 @@ class Reader:
                  wkv: Impl = "scan"):
         self.cfg, self.wkv = cfg, wkv
         self.placement = DefaultDevice() if placement is None else placement
-        self.params = self.placement.replicate(params)
+        self.params = self.placement.place_params(params, cfg)
 
     def read(self, rows: Sequence[Sequence[int]], states: State, *, bucket: int = BUCKET
              ) -> tuple[Float[Array, "B V"], State]:

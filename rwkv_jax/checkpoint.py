@@ -29,16 +29,19 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import orbax.checkpoint as ocp
+from jax.sharding import Mesh
 
 from rwkv_jax.atomic import atomic_directory, read_json_object
 from rwkv_jax.bundle import Model
 from rwkv_jax.config import Config
+from rwkv_jax.mesh import param_shardings, to_host
 from rwkv_jax.params import DTYPES, Params, abstract_params, cast_params, check_params
 from rwkv_jax.tokenizer import BUILT_IN_VOCABS, NO_VOCAB, WORLD_VOCAB, Tokenizer, load_tokenizer, save_vocab
 
 FORMAT = 1
 META = "meta.json"
 VOCAB_FILE = "vocab.txt"
+CHUNK_BYTES = 16 << 20
 
 
 class CheckpointError(ValueError):
@@ -53,10 +56,12 @@ def _dtype_name(params: Params) -> str:
 
 
 def checksums(params: Params) -> dict[str, str]:
-    """SHA-256 of every leaf's bytes, by its dotted path (`blocks.att.w1`)."""
+    """SHA-256 of every leaf's bytes, by its dotted path (`blocks.att.w1`); one leaf at a time on
+    the host (`rwkv_jax.mesh.to_host`)."""
     out = {}
     for path, leaf in jax.tree_util.tree_flatten_with_path(params)[0]:
         name = ".".join(str(getattr(k, "key", k)) for k in path)
+        leaf = to_host(leaf)
         out[name] = hashlib.sha256(np.ascontiguousarray(leaf).view(np.uint8).data).hexdigest()
     return out
 
@@ -105,10 +110,12 @@ def save(
         }
         (tmp / META).write_text(json.dumps(meta, indent=2, sort_keys=True))
         # Synchronous, uncompressed, at most 1 GB in flight: a multi-GB model is written without
-        # staging a second full copy in host memory.
+        # staging a second full copy in host memory. Chunks of at most CHUNK_BYTES: a sharded
+        # restore reads only the chunks of its own shards.
         handler = ocp.PyTreeCheckpointHandler(use_compression=False, save_concurrent_gb=1)
+        chunks = jax.tree.map(lambda _: ocp.SaveArgs(chunk_byte_size=CHUNK_BYTES), params)
         with ocp.Checkpointer(handler) as checkpointer:
-            checkpointer.save(tmp / "params", args=ocp.args.PyTreeSave(params))
+            checkpointer.save(tmp / "params", args=ocp.args.PyTreeSave(params, save_args=chunks))
     return Path(path).absolute()
 
 
@@ -161,23 +168,42 @@ def check_expected(path: Path, cfg: Config, expect: Config | None) -> None:
         raise ValueError(f"checkpoint {path} has another shape: " + "; ".join(diff))
 
 
-def load(path: str | os.PathLike, *, expect: Config | None = None, verify: bool = True) -> Model:
+ParamSharding = Mesh | jax.sharding.Sharding | Params | None
+
+
+def shardings(cfg: Config, sharding: ParamSharding) -> Params:
+    """A params-shaped tree of shardings: this process's first device (None), `rwkv_jax.mesh.param_shardings`
+    (a `Mesh`), one sharding for every leaf, or such a tree as it is."""
+    if sharding is None:
+        sharding = jax.sharding.SingleDeviceSharding(jax.local_devices()[0])
+    if isinstance(sharding, Mesh):
+        return param_shardings(cfg, sharding)
+    if isinstance(sharding, jax.sharding.Sharding):
+        return jax.tree.map(lambda _: sharding, abstract_params(cfg))
+    return sharding
+
+
+def load(path: str | os.PathLike, *, expect: Config | None = None, verify: bool = True,
+         sharding: ParamSharding = None) -> Model:
     """Restores a checkpoint; with `expect`, refuses one whose config differs, naming the fields.
-    `verify` checks every array against its recorded SHA-256 (see the module docstring for the cost)."""
+    `verify` checks every array against its recorded SHA-256 (see the module docstring for the cost).
+    `sharding` (see `shardings`; a `Mesh` lays the params out by `rwkv_jax.mesh.param_specs`): each
+    device's shards are read straight from the files, with no full copy of the model on the host."""
     path = Path(path).absolute()
     meta = read_meta(path)
     cfg = meta["config"]
     check_expected(path, cfg, expect)
-    sharding = jax.sharding.SingleDeviceSharding(jax.devices()[0])
     target = jax.tree.map(
-        lambda s: jax.ShapeDtypeStruct(s.shape, s.dtype, sharding=sharding),
-        abstract_params(cfg, jnp.dtype(meta["dtype"])),
+        lambda s, where: jax.ShapeDtypeStruct(s.shape, s.dtype, sharding=where),
+        abstract_params(cfg, jnp.dtype(meta["dtype"])), shardings(cfg, sharding),
     )
     if not (path / "params").is_dir():
         raise CheckpointError(f"{path}: no params/ folder")
-    checkpointer = ocp.StandardCheckpointer()
+    # at most 1 GB read ahead: beyond the restored arrays, the host holds no second copy of the model
+    checkpointer = ocp.Checkpointer(ocp.PyTreeCheckpointHandler(restore_concurrent_gb=1))
     try:
-        params = checkpointer.restore(path / "params", target)
+        restore_args = ocp.checkpoint_utils.construct_restore_args(target)
+        params = checkpointer.restore(path / "params", args=ocp.args.PyTreeRestore(target, restore_args=restore_args))
     except Exception as e:  # orbax and TensorStore raise bare Exceptions for unreadable files
         lines = [line.strip() for line in str(e).split(" See full TensorStore details")[0].splitlines()]
         reason = next((line for line in lines if line), "")[:300]
@@ -246,12 +272,14 @@ def load_model(
     expect: Config | None = None,
     verify: bool = True,
     dtype: str | None = None,
+    sharding: ParamSharding = None,
 ) -> Model:
     """`rwkv_jax.load`: a bundled model name or an rwkv_jax checkpoint directory, in the
     `from_pretrained` habit. `dtype` ("fp32", "bf16", "fp16") casts (default: as stored).
 
     Official checkpoints (`.pth`, `.safetensors`, index json, HF folder) load with `convert.load`,
-    which converts them in memory; rwkv_jax itself never imports the converter.
+    which converts them in memory; rwkv_jax itself never imports the converter. `sharding` places
+    the params (see `load`).
     """
     if dtype is not None and dtype not in DTYPES:
         raise ValueError(f"unsupported dtype {dtype!r}; use one of {sorted(DTYPES)}")
@@ -259,7 +287,7 @@ def load_model(
     if path.exists() and not (path / META).is_file():
         raise FileNotFoundError(f"{path} is not an rwkv_jax checkpoint (no {META}); an official checkpoint "
                                 "(.pth, .safetensors, index json or Hugging Face folder) loads with convert.load")
-    model = load(resolve(path_or_name), expect=expect, verify=verify)
+    model = load(resolve(path_or_name), expect=expect, verify=verify, sharding=sharding)
     if dtype is None:
         return model
     return dataclasses.replace(model, params=cast_params(model.params, DTYPES[dtype]))

@@ -14,6 +14,7 @@ from collections.abc import Iterator, Sequence
 
 import jax
 import numpy as np
+from jax.sharding import Mesh
 
 from rime.data.schema import Case
 from rime.eval import kernels
@@ -60,12 +61,13 @@ class _Job:
 
 class Evaluator:
     """Answers the protocol's questions for a model; the model's params are placed once, and every
-    text of the run (the edit methods' too) is read through the one `Reader` that holds them."""
+    text of the run (the edit methods' too) is read through the one `Reader` that holds them.
+    `mesh`: a ("data", "model") mesh (`rwkv_jax.mesh.make_mesh`); default every device on data."""
 
     def __init__(self, model: Model, spec: Spec, *, batch_size: int = DEFAULT_BATCH,
-                 devices: Sequence[jax.Device] | None = None):
+                 devices: Sequence[jax.Device] | None = None, mesh: Mesh | None = None):
         self.model, self.spec = model, spec
-        self.layout = Layout(batch_size, devices)
+        self.layout = Layout(batch_size, devices, mesh=mesh)
         self.reader = Reader(model.params, model.cfg, self.layout)
         self.params = self.reader.params
         table, match = stop_tables(model.tokenizer, (STOP,), model.cfg.vocab_size)

@@ -4,8 +4,9 @@ Texts are read by `rwkv_jax.batch` (a `Reader` placed by the evaluation's `Layou
 reads question prompts with the same `batch.read` and decodes from there, a pure function of
 arrays with a leading row axis `[B]`. `Layout` pads a batch to `batch_size` rows (a smaller read
 to the next power of two), and every prompt to a length bucket, so a whole run compiles each kernel
-a few times at most; it shards the row axis over a 1-D mesh of `jax.devices()` (data parallel; the
-params are replicated). Rows never interact, so a sharded run gives the rows of a single-device one.
+a few times at most. It lays a run over a ("data", "model") mesh (`rwkv_jax.mesh`): rows on data,
+the params and the wkv state's heads on model; by default every device is on data and the params
+are replicated. Rows never interact, so a sharded run gives the rows of a single-device one.
 
 Several hosts: call `jax.distributed.initialize()` first; `jax.devices()` then spans every host,
 each process feeds the slices of its own devices (`make_array_from_callback`) and gathers results
@@ -26,6 +27,7 @@ from jax.sharding import Mesh, NamedSharding, PartitionSpec
 from rwkv_jax import batch
 from rwkv_jax.config import Config
 from rwkv_jax.generate import decode_tokens
+from rwkv_jax.mesh import DATA, make_mesh, place, shard_params, state_shardings
 from rwkv_jax.params import Params
 from rwkv_jax.state import State
 
@@ -54,25 +56,33 @@ def answer(params: Params, cfg: Config, tokens: jax.Array, lengths: jax.Array, s
 
 
 class Layout:
-    """Fixed-size batches sharded over a 1-D device mesh on the row axis (a `batch.Placement`)."""
+    """Fixed-size batches on a ("data", "model") mesh (a `batch.Placement`): rows sharded on data,
+    params and wkv heads on model. `mesh` defaults to every device of `devices` (default
+    `jax.devices()`) on data."""
 
-    def __init__(self, batch_size: int, devices: Sequence[jax.Device] | None = None):
+    def __init__(self, batch_size: int, devices: Sequence[jax.Device] | None = None, *,
+                 mesh: Mesh | None = None):
         if batch_size < 1:
             raise ValueError(f"batch size must be at least 1, got {batch_size}")
-        devices = list(jax.devices() if devices is None else devices)
-        self.mesh = Mesh(np.array(devices), ("rows",))
-        self.rows = NamedSharding(self.mesh, PartitionSpec("rows"))
+        if mesh is not None and devices is not None:
+            raise ValueError("give devices or a mesh, not both")
+        self.mesh = make_mesh(devices=devices) if mesh is None else mesh
+        self.rows = NamedSharding(self.mesh, PartitionSpec(DATA))
+        self.states = state_shardings(self.mesh)
         self.replicated = NamedSharding(self.mesh, PartitionSpec())
-        # a batch splits evenly over the devices
-        self.batch_size = -(-batch_size // len(devices)) * len(devices)
+        # a batch splits evenly over the data axis
+        self.data = self.mesh.shape[DATA]
+        self.batch_size = -(-batch_size // self.data) * self.data
 
     def replicate(self, tree):
-        return jax.device_put(tree, self.replicated)
+        return place(tree, jax.tree.map(lambda _: self.replicated, tree))
+
+    def place_params(self, params: Params, cfg: Config) -> Params:
+        return shard_params(params, cfg, self.mesh)
 
     def padded_size(self, n: int) -> int:
         """The rows a batch of `n` is padded to: a power of two per device, at most `batch_size`."""
-        devices = self.mesh.size
-        return min(self.batch_size, devices * batch.power_of_two(-(-n // devices)))
+        return min(self.batch_size, self.data * batch.power_of_two(-(-n // self.data)))
 
     def pad(self, tree, n: int, *, full: bool = False):
         """Fills a host batch of `n` rows up to `padded_size(n)` (`batch_size` if `full`) with copies
@@ -80,14 +90,17 @@ class Layout:
         return batch.pad_rows(tree, self.batch_size if full else self.padded_size(n))
 
     def put(self, tree):
-        """Host arrays `[B, ...]` (B a multiple of the device count) as row-sharded global arrays."""
-        def one(x: np.ndarray) -> jax.Array:
-            if x.shape[0] % self.mesh.size:
-                raise ValueError(f"a batch of {x.shape[0]} rows does not split over {self.mesh.size} devices")
+        """Host arrays `[B, ...]` (B a multiple of the data axis) as global arrays: rows on data,
+        a `State`'s wkv heads also on model."""
+        def one(x: np.ndarray, sharding: NamedSharding) -> jax.Array:
+            if x.shape[0] % self.data:
+                raise ValueError(f"a batch of {x.shape[0]} rows does not split over {self.data} devices")
             x = np.asarray(x)
-            return jax.make_array_from_callback(x.shape, self.rows, lambda index: x[index])
+            return jax.make_array_from_callback(x.shape, sharding, lambda index: x[index])
 
-        return jax.tree.map(one, tree)
+        is_state = lambda x: isinstance(x, State)
+        shardings = jax.tree.map(lambda x: self.states if is_state(x) else self.rows, tree, is_leaf=is_state)
+        return jax.tree.map(one, tree, shardings)
 
     @staticmethod
     def fetch(tree):

@@ -16,6 +16,8 @@ from importlib import metadata
 
 import jax
 import numpy as np
+from jax.experimental import multihost_utils
+from jax.sharding import Mesh
 
 from editing import EditMethod, Selection
 from rime.data.schema import Case, Record, Session
@@ -26,6 +28,7 @@ from rime.eval.rows import RunFolder
 from rime.eval.sessions import SessionEvaluator
 from rwkv_jax.bundle import Model
 from rwkv_jax.chat import STOP
+from rwkv_jax.mesh import check_mesh, to_host
 
 PACKAGE = "rwkv-jax"
 
@@ -41,7 +44,7 @@ def model_fingerprint(model: Model) -> dict:
     """The model's config and SHA-256 digests of its params (names, dtypes, values) and vocab."""
     params = hashlib.sha256()
     for path, leaf in jax.tree_util.tree_flatten_with_path(model.params)[0]:
-        array = np.asarray(leaf)
+        array = to_host(leaf)
         params.update(f"{jax.tree_util.keystr(path)}:{array.dtype}:{array.shape}".encode())
         params.update(np.ascontiguousarray(array).tobytes())
     vocab = hashlib.sha256()
@@ -96,29 +99,42 @@ def check(model: Model, cases: Sequence[Case], spec: Spec) -> None:
                 filler_turns(case, mode, max(spec.fillers))
 
 
+def _agreed(finished: set[str], cases: Sequence[Record]) -> set[str]:
+    """Process 0's finished cases, on every process: the others need not see its folder, and
+    every process must run the same groups (each is one computation over the global mesh)."""
+    if jax.process_count() == 1:
+        return finished
+    mask = multihost_utils.broadcast_one_to_all(np.array([c.id in finished for c in cases]))
+    return {c.id for c, done in zip(cases, np.asarray(mask), strict=True) if done}
+
+
 def run(out: str | os.PathLike, model: Model, model_ref: str, cases: Sequence[Case], source: str, spec: Spec,
         *, batch_size: int = DEFAULT_BATCH, devices: Sequence[jax.Device] | None = None,
-        on_start: Callable[[Progress], None] | None = None,
+        mesh: Mesh | None = None, on_start: Callable[[Progress], None] | None = None,
         on_rows: Callable[[int], None] | None = None) -> RunFolder:
     """Evaluates every case not yet finished in `out` and appends its rows there; returns the
     folder, closed.
 
     Everything is checked (`check`) before the folder is touched, and the folder is locked while
     the run writes: a second run on it raises `rime.eval.rows.RunLockedError`. `on_start` hears the row
-    counts once the folder is read; `on_rows` hears each appended group's row count. With several
-    processes (`jax.distributed`), every process runs the same call and process 0 writes.
+    counts once the folder is read; `on_rows` hears each appended group's row count. `mesh` lays the
+    run over a ("data", "model") mesh (`rwkv_jax.mesh.make_mesh`; default every device on data).
+    With several processes (`jax.distributed`), every process runs the same call, process 0 writes, and
+    only process 0 needs to see `out` (it tells the others which cases are done).
     """
     check(model, cases, spec)
+    if mesh is not None:
+        check_mesh(model.cfg, mesh)
     writer = jax.process_index() == 0
     with RunFolder(out, run_config(model, model_ref, cases, source, spec), writer=writer) as folder:
         expected = {c.id: len(row_keys(c, spec)) for c in cases}
-        finished = folder.finished(expected)
+        finished = _agreed(folder.finished(expected), cases)
         todo = [c for c in cases if c.id not in finished]
         if on_start:
             on_start(Progress(done=sum(expected[i] for i in finished), todo=sum(expected[c.id] for c in todo)))
         if not todo:
             return folder
-        for group in Evaluator(model, spec, batch_size=batch_size, devices=devices).run(todo):
+        for group in Evaluator(model, spec, batch_size=batch_size, devices=devices, mesh=mesh).run(todo):
             rows = [row for _, case_rows in group for row in case_rows]
             if writer:
                 folder.append(rows)
@@ -139,22 +155,24 @@ def session_config(model: Model, model_ref: str, sessions: Sequence[Session], so
 
 def run_sessions(out: str | os.PathLike, model: Model, model_ref: str, sessions: Sequence[Session], source: str,
                  spec: Spec, *, batch_size: int = DEFAULT_BATCH, devices: Sequence[jax.Device] | None = None,
-                 on_start: Callable[[Progress], None] | None = None,
+                 mesh: Mesh | None = None, on_start: Callable[[Progress], None] | None = None,
                  on_rows: Callable[[int], None] | None = None) -> RunFolder:
     """`run` for many-edit sessions: every method of `spec` on every session not yet finished in
     `out` (`rime.eval.sessions`), one row per query and method; resumes, locks and refuses a changed
     config like `run`. A group's rows are appended once every method has run on it."""
     _check_ids_and_methods(model, sessions, spec.methods)
+    if mesh is not None:
+        check_mesh(model.cfg, mesh)
     writer = jax.process_index() == 0
     with RunFolder(out, session_config(model, model_ref, sessions, source, spec), writer=writer) as folder:
         expected = {s.id: len(s.queries) * len(spec.methods) for s in sessions}
-        finished = folder.finished(expected)
+        finished = _agreed(folder.finished(expected), sessions)
         todo = [s for s in sessions if s.id not in finished]
         if on_start:
             on_start(Progress(done=sum(expected[i] for i in finished), todo=sum(expected[s.id] for s in todo)))
         if not todo:
             return folder
-        evaluator = Evaluator(model, spec, batch_size=batch_size, devices=devices)
+        evaluator = Evaluator(model, spec, batch_size=batch_size, devices=devices, mesh=mesh)
         runners = [SessionEvaluator(evaluator, method) for method in spec.methods]
         for start in range(0, len(todo), evaluator.group_size):
             group = todo[start:start + evaluator.group_size]
