@@ -17,6 +17,8 @@ jax.config.update("jax_numpy_dtype_promotion", "strict")
 jax.config.update("jax_numpy_rank_promotion", "raise")
 
 from rwkv_jax import Config  # noqa: E402
+from rwkv_jax.batch import Reader  # noqa: E402
+from rwkv_jax.bundle import Model  # noqa: E402
 from rwkv_jax.params import perturbed_params  # noqa: E402, F401  (shared by the suites)
 from rwkv_jax.tokenizer import Tokenizer  # noqa: E402
 
@@ -31,6 +33,20 @@ def tiny():
     """A 2-layer, D=128 model with a small vocab: (cfg, params)."""
     cfg = Config.default(2, 128, 512)
     return cfg, perturbed_params(cfg)
+
+
+@pytest.fixture(scope="session")
+def model(tiny):
+    """`tiny` as a `Model` with the byte tokenizer (a suite's own `model` fixture overrides it)."""
+    cfg, params = tiny
+    return Model(params, cfg, byte_tokenizer())
+
+
+@pytest.fixture(scope="session")
+def recipients(model):
+    """Two chat states that hold the old value, as an evaluator's recipients would: `[2]`."""
+    texts = ["User: Rohan drives a hatchback.\n\n", "User: Esme and Rohan own a hatchback.\n\n"]
+    return Reader(model.params, model.cfg).read_texts(model.tokenizer, texts)[1]
 
 
 @pytest.fixture

@@ -6,7 +6,6 @@ import chex
 import jax
 import numpy as np
 import pytest
-from conftest import byte_tokenizer
 
 import editing
 import rime
@@ -14,7 +13,6 @@ import rwkv_jax
 from editing import CaseEdit, get_method, keys, locate, writes
 from editing.calibration import calibrate_batch, read
 from rime.eval import protocol
-from rwkv_jax.bundle import Model
 from rwkv_jax.chat import chat_prompt
 
 PEOPLE = ("Aarav", "Abena", "Esme", "Ines", "Rohan", "Silas", "Tomas")
@@ -24,18 +22,6 @@ CASE = CaseEdit(entity="Rohan", property="vehicle", value_old="hatchback", value
 OTHER = CaseEdit(entity="Esme", property="vehicle", value_old="hatchback", value_new="tractor",
                  p_old="Esme drives a hatchback.", p_new="Esme drives a tractor.", people=PEOPLE, values=VEHICLES)
 
-
-@pytest.fixture(scope="module")
-def model(tiny):
-    cfg, params = tiny
-    return Model(params, cfg, byte_tokenizer())
-
-
-@pytest.fixture(scope="module")
-def recipients(model):
-    """Two chat states holding the old values: `[2]`."""
-    return read(model.params, model.cfg, model.tokenizer, ["User: Rohan drives a hatchback.\n\n",
-                                                           "User: Esme and Rohan own a hatchback.\n\n"])[1]
 
 
 def item(tree, i):

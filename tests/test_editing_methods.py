@@ -7,7 +7,6 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from conftest import byte_tokenizer
 
 from editing import (
     CaseEdit,
@@ -20,8 +19,6 @@ from editing import (
     register,
 )
 from editing import methods as methods_module
-from editing.calibration import read
-from rwkv_jax.bundle import Model
 from rwkv_jax.model import forward
 from rwkv_jax.state import COMPONENTS
 
@@ -31,21 +28,9 @@ CASE = CaseEdit(
 )
 
 
-@pytest.fixture(scope="module")
-def model(tiny):
-    cfg, params = tiny
-    return Model(params, cfg, byte_tokenizer())
-
 
 def parts(model):
     return model.params, model.cfg, model.tokenizer
-
-
-@pytest.fixture(scope="module")
-def recipients(model):
-    """Two chat states that hold the old value, as an evaluator's recipients would: `[2]`."""
-    return read(*parts(model), ["User: Rohan drives a hatchback.\n\n",
-                                "User: Esme and Rohan own a hatchback.\n\n"])[1]
 
 
 def item(tree, i):

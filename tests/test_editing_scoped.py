@@ -3,7 +3,6 @@
 import jax
 import numpy as np
 import pytest
-from conftest import byte_tokenizer
 from test_editing_addressed import CASE, OTHER
 
 import rime
@@ -12,19 +11,11 @@ from editing import get_method, question, scoped
 from editing.calibration import read
 from rime.eval import protocol
 from rwkv_jax.batch import take
-from rwkv_jax.bundle import Model
 from rwkv_jax.chat import chat_prompt
 
 
-@pytest.fixture(scope="module")
-def model(tiny):
-    cfg, params = tiny
-    return Model(params, cfg, byte_tokenizer())
-
-
-def test_an_edits_own_question_lies_on_its_key_and_rows_pick_their_state(model):
-    states = read(model.params, model.cfg, model.tokenizer, ["User: Rohan drives a hatchback.\n\n",
-                                                             "User: Esme owns a hatchback.\n\n"])[1]
+def test_an_edits_own_question_lies_on_its_key_and_rows_pick_their_state(model, recipients):
+    states = recipients
     scope = scoped.scope(states, model, [CASE, OTHER], others=3)
     assert scope.keys.shape == (2, model.cfg.n_embd) and scope.layer == model.cfg.n_layer - 1
     np.testing.assert_allclose(np.linalg.norm(scope.keys, axis=-1), 1.0, rtol=1e-5)

@@ -3,11 +3,9 @@
 import jax
 import numpy as np
 import pytest
-from conftest import byte_tokenizer
 
 from editing import CaseEdit, apply_recorded, apply_sequence, get_method, method_names, revert
 from editing.calibration import read
-from rwkv_jax.bundle import Model
 from rwkv_jax.state import COMPONENTS
 
 PEOPLE = ("Rohan", "Esme", "Silas", "Tomas", "Ines", "Abena")
@@ -26,11 +24,6 @@ ROHAN_CITY = case("Rohan", "city", "Lyon", "Paris")
 # `optimized` is left out only for its compile time, `optimized`'s own tests cover its apply_many
 LAWFUL = tuple(n for n in method_names() if n != "optimized")
 
-
-@pytest.fixture(scope="module")
-def model(tiny):
-    cfg, params = tiny
-    return Model(params, cfg, byte_tokenizer())
 
 
 @pytest.fixture(scope="module")

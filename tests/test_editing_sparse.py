@@ -6,13 +6,10 @@ import math
 import jax
 import numpy as np
 import pytest
-from conftest import byte_tokenizer
 
 import editing
 from editing import CaseEdit, get_method
-from editing.calibration import read
 from rwkv_jax import Config, State
-from rwkv_jax.bundle import Model
 
 CFG = Config.default(2, 128, 512)  # H = 2 heads of N = 64
 CASES = [CaseEdit(entity=n, property="vehicle", value_old="hatchback", value_new=v,
@@ -75,15 +72,9 @@ def test_overlap_of_supports():
         editing.support(d, 0.1, by="layers")
 
 
-@pytest.fixture(scope="module")
-def model(tiny):
-    cfg, params = tiny
-    return Model(params, cfg, byte_tokenizer())
 
-
-def test_the_sparse_method_is_the_delta_sparsified_and_batches_like_a_loop(model):
-    states = read(model.params, model.cfg, model.tokenizer, ["User: Rohan drives a hatchback.\n\n",
-                                                             "User: Esme owns a hatchback.\n\n"])[1]
+def test_the_sparse_method_is_the_delta_sparsified_and_batches_like_a_loop(model, recipients):
+    states = recipients
     method = get_method("sparse", fraction=0.05, layers="upper_half")
     out = method.apply_many(states, model, CASES)
     full = get_method("delta").deltas(model, CASES)

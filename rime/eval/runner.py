@@ -108,6 +108,17 @@ def _agreed(finished: set[str], cases: Sequence[Record]) -> set[str]:
     return {c.id for c, done in zip(cases, np.asarray(mask), strict=True) if done}
 
 
+def _pending(folder: RunFolder, expected: dict[str, int], items: Sequence[Record],
+             on_start: Callable[[Progress], None] | None) -> list[Record]:
+    """The items (cases or sessions) not yet finished in `folder`, as every process agrees; reports
+    the progress so far to `on_start`."""
+    finished = _agreed(folder.finished(expected), items)
+    todo = [item for item in items if item.id not in finished]
+    if on_start:
+        on_start(Progress(done=sum(expected[i] for i in finished), todo=sum(expected[item.id] for item in todo)))
+    return todo
+
+
 def run(out: str | os.PathLike, model: Model, model_ref: str, cases: Sequence[Case], source: str, spec: Spec,
         *, batch_size: int = DEFAULT_BATCH, devices: Sequence[jax.Device] | None = None,
         mesh: Mesh | None = None, on_start: Callable[[Progress], None] | None = None,
@@ -127,11 +138,7 @@ def run(out: str | os.PathLike, model: Model, model_ref: str, cases: Sequence[Ca
         check_mesh(model.cfg, mesh)
     writer = jax.process_index() == 0
     with RunFolder(out, run_config(model, model_ref, cases, source, spec), writer=writer) as folder:
-        expected = {c.id: len(row_keys(c, spec)) for c in cases}
-        finished = _agreed(folder.finished(expected), cases)
-        todo = [c for c in cases if c.id not in finished]
-        if on_start:
-            on_start(Progress(done=sum(expected[i] for i in finished), todo=sum(expected[c.id] for c in todo)))
+        todo = _pending(folder, {c.id: len(row_keys(c, spec)) for c in cases}, cases, on_start)
         if not todo:
             return folder
         for group in Evaluator(model, spec, batch_size=batch_size, devices=devices, mesh=mesh).run(todo):
@@ -165,11 +172,7 @@ def run_sessions(out: str | os.PathLike, model: Model, model_ref: str, sessions:
         check_mesh(model.cfg, mesh)
     writer = jax.process_index() == 0
     with RunFolder(out, session_config(model, model_ref, sessions, source, spec), writer=writer) as folder:
-        expected = {s.id: len(s.queries) * len(spec.methods) for s in sessions}
-        finished = _agreed(folder.finished(expected), sessions)
-        todo = [s for s in sessions if s.id not in finished]
-        if on_start:
-            on_start(Progress(done=sum(expected[i] for i in finished), todo=sum(expected[s.id] for s in todo)))
+        todo = _pending(folder, {s.id: len(s.queries) * len(spec.methods) for s in sessions}, sessions, on_start)
         if not todo:
             return folder
         evaluator = Evaluator(model, spec, batch_size=batch_size, devices=devices, mesh=mesh)
