@@ -15,7 +15,7 @@ def model():
 
 def simple_cases(n: int) -> list[rime.Case]:
     """The first dev cases with one fact to recall: no distractors, overwrites or composition."""
-    p = lambda c: c.params
+    p = lambda c: c.params.cell
     cases = [c for c in rime.load("dev")
              if p(c).distractor_count == 0 and p(c).overwrite_count == 0 and not p(c).composition_hop]
     return cases[:n]
