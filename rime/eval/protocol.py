@@ -190,6 +190,15 @@ def property_label(key: str) -> str:
     return prop.label if prop else key
 
 
+def case_edit(entity: str, prop: str, old: str, new: str, pair: CalibrationPair, transcript: str) -> CaseEdit:
+    """One edit of property `prop` (its key) as the editing registry takes it, with the bundled names
+    and the property's values as the world a method may draw on."""
+    world = content()
+    known = world.properties.get(prop)
+    return CaseEdit(entity, property_label(prop), old, new, pair.source, pair.dst, transcript=transcript,
+                    people=world.names, values=known.values if known else ())
+
+
 def case_edits(case: Case, entity: str | None = None) -> list[tuple[CaseEdit, ...]]:
     """The case's edits as the editing registry takes them, in application order (see
     `Case.edit_steps`); with `entity`, every calibration text names it instead of the target.
@@ -200,14 +209,9 @@ def case_edits(case: Case, entity: str | None = None) -> list[tuple[CaseEdit, ..
     else:
         values = [[(case.property, case.value_old, case.value_new)] * len(case.edits)]
     values[0] += [(j.property, j.value_old, j.value_new) for j in case.multi for _ in j.edits]
-    who, transcript, world = entity or case.entity, recipient_text(case), content()
-
-    def edit(e: CalibrationPair, prop: str, old: str, new: str) -> CaseEdit:
-        known = world.properties.get(prop)
-        return CaseEdit(who, property_label(prop), old, new, e.source, e.dst, transcript=transcript,
-                        people=world.names, values=known.values if known else ())
-
-    return [tuple(edit(e, prop, old, new) for e, (prop, old, new) in zip(step, step_values, strict=True))
+    who, transcript = entity or case.entity, recipient_text(case)
+    return [tuple(case_edit(who, prop, old, new, e, transcript)
+                  for e, (prop, old, new) in zip(step, step_values, strict=True))
             for step, step_values in zip(case.edit_steps(entity), values, strict=True)]
 
 

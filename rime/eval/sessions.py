@@ -22,11 +22,10 @@ import numpy as np
 
 from editing import CaseEdit, Edit, EditMethod, apply_recorded, get_method, revert
 from rime.chat import chat_text
-from rime.data.content import content
 from rime.data.schema import Session
 from rime.data.turns import filler_messages, passage_messages
 from rime.eval.evaluate import Evaluator
-from rime.eval.protocol import Question, property_label
+from rime.eval.protocol import Question, case_edit
 from rime.eval.rows import read_rows
 from rime.eval.scoring import score, wilson
 from rwkv_jax.batch import put_rows, take
@@ -50,11 +49,9 @@ def session_text(session: Session) -> str:
 def action_edit(session: Session, i: int) -> CaseEdit:
     """Action i as the editing registry takes it. An erase has no new value: its `CaseEdit` carries
     the old one in both places, and the eraser reads only the entity and the property."""
-    e, world = session.edits[i], content()
-    known = world.properties.get(e.property)
-    return CaseEdit(e.entity, property_label(e.property), e.value_old, e.value_new or e.value_old,
-                    e.edit.source, e.edit.dst or e.edit.source, transcript=session_text(session),
-                    people=world.names, values=known.values if known else ())
+    e = session.edits[i]
+    pair = dataclasses.replace(e.edit, dst=e.edit.dst or e.edit.source)
+    return case_edit(e.entity, e.property, e.value_old, e.value_new or e.value_old, pair, session_text(session))
 
 
 def questions(session: Session) -> list[Question]:
