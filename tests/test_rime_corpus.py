@@ -2,13 +2,15 @@
 dialogue ingredient, determinism, and no dev/test text ever emitted."""
 
 import itertools
+import random
 import re
 
 import pytest
 
 import rime
-from rime.chat import dialogues
-from rime.data.content import content
+from rime.chat import chat_text, dialogues
+from rime.data.content import content, prose
+from rime.data.corpus import MIXES, sample_dialogue
 from rwkv_jax.chat import turn
 
 TURN = re.compile(r"(User|Assistant): (.*?)\n\n", re.DOTALL)
@@ -36,6 +38,12 @@ def sample():
     return list(itertools.islice(dialogues(seed=0), 400))
 
 
+@pytest.fixture(scope="module")
+def wide():
+    rng = random.Random("wide")
+    return [chat_text(sample_dialogue(rng, MIXES["wide"])) for _ in range(400)]
+
+
 def owner_of(answer):
     """(property, is_hop) whose answer `answer` is; values and hop targets are unique."""
     found = []
@@ -50,12 +58,14 @@ def owner_of(answer):
 
 def latest_value(turns, name, prop):
     """The value of `prop` last stated for `name`: in the latest sentence naming both, the value
-    mentioned last (updates name the old value before the new one)."""
+    mentioned last (updates name the old value before the new one). A list names several people in
+    one sentence, one item per comma."""
     latest = None
     for role, text in turns:
         if role != "user":
             continue
-        for sentence in re.split(r"(?<=[.?!]) ", text):
+        sentences = re.split(r"(?<=[.?!]) ", text)
+        for sentence in (part for s in sentences for part in (s.split(", ") if len(NAMES.findall(s)) > 1 else [s])):
             stated = VALUES[prop.key].findall(sentence)
             if stated and name in NAMES.findall(sentence):
                 latest = stated[-1]
@@ -68,9 +78,10 @@ def test_dialogues_are_g1_chat_text_built_from_turns(sample):
         assert len(turns) >= 4 and turns[-1][0] == "assistant"
 
 
-def test_every_answer_is_the_latest_bound_value_or_its_one_hop_answer(sample):
+@pytest.mark.parametrize("mix", ["sample", "wide"])
+def test_every_answer_is_the_latest_bound_value_or_its_one_hop_answer(mix, request):
     asked = hop_asked = 0
-    for text in sample:
+    for text in request.getfixturevalue(mix):
         turns = parse(text)
         for i in range(0, len(turns), 2):
             (_, question), (_, answer) = turns[i], turns[i + 1]
@@ -326,3 +337,36 @@ def test_default_mix_never_asks_by_uniqueness_or_main_property():
             default.plain, default.roster, default.recital) == (0.0, 0.0, 0.6, 0.0, 0.0, 0.0, 0.0, 0.0)
     first = [corpus.sample_dialogue(random.Random(s)) for s in range(20)]
     assert first == [corpus.sample_dialogue(random.Random(s), corpus.Mix()) for s in range(20)]
+
+
+def test_prose_widens_every_property_after_the_benchmarks_own_wordings():
+    for key, prop in content().properties.items():
+        wide = prose().properties[key]
+        for kind in ("facts", "updates", "queries"):
+            ours, theirs = getattr(prop, kind), getattr(wide, kind)
+            assert theirs[:len(ours)] == ours and len(theirs) >= len(ours) + 5, (key, kind)
+            assert not any("{label}" in t for t in theirs)
+        assert (wide.edits, wide.conflict_edits, wide.values) == (prop.edits, prop.conflict_edits, prop.values)
+
+
+def test_the_wide_mix_has_prose_openings_lists_and_sessions(wide):
+    p = prose()
+    intros, lists = tuple(p.intros), tuple(t.split("{")[0] for t in p.lists if not t.startswith("{"))
+    seen = set()
+    for text in wide:
+        users = [t for r, t in parse(text) if r == "user"]
+        seen |= {"opening"} if users[0].startswith(intros) else set()
+        seen |= {"list"} if users[0].startswith(lists) or re.match(r"^[A-Z][a-z ]+ by person: ", users[0]) else set()
+        people = [t for t in users if len(set(NAMES.findall(t))) == 1 and not t.endswith("?")]
+        if len(people) >= 3 and len({NAMES.findall(t)[0] for t in people[:3]}) == 3:
+            seen.add("session")
+    assert seen == {"opening", "list", "session"}
+
+
+def test_the_default_mix_never_speaks_prose(sample):
+    benchmark = {t for prop in content().properties.values() for t in prop.queries}
+    extra = {t for prop in prose().properties.values() for t in prop.queries} - benchmark
+    asked = {body for text in sample for role, body in parse(text) if role == "user" and body.endswith("?")}
+    names = [n for n in content().names]
+    templates = {re.sub("|".join(map(re.escape, names)), "{name}", q) for q in asked}
+    assert not templates & extra

@@ -13,6 +13,9 @@ The data lives in `rime/data/*.json` so it can be read and reviewed without read
 - `scenes.json`: recipient scenes and edit scenes (disjoint), time phrases, short-edit prefixes and
   assistant acknowledgements.
 - `fillers_neutral.json`, `fillers_adversarial.json`: multi-turn filler pools.
+- `prose.json`: training-only wordings (`prose()`): more facts, updates and questions per property, in
+  ordinary English rather than the benchmark's templates, plus passage openings and lists. The benchmark
+  never speaks them, so the corpus can teach the model English the benchmark does not test.
 
 Templates are `str.format` strings over the slots `{name}`, `{value}`, `{a_value}`, `{old}` and `{a_old}`
 (`a_` adds the indefinite article). Every statement template starts with `{name}`, so rendered text never
@@ -24,7 +27,8 @@ from __future__ import annotations
 import functools
 import json
 import string
-from dataclasses import dataclass
+from collections.abc import Mapping
+from dataclasses import dataclass, replace
 from importlib import resources
 from types import MappingProxyType
 from typing import Any
@@ -197,4 +201,42 @@ def content() -> Content:
         adversarial_fillers=MappingProxyType(
             {key: tuple(Filler(u, a) for u, a in turns) for key, turns in adversarial.items()}
         ),
+    )
+
+
+@dataclass(frozen=True)
+class Prose:
+    """The corpus's wider English: each property with the prose wordings added to its own, and the
+    openings and list forms a prose passage may take."""
+
+    properties: Mapping[str, Property]
+    intros: tuple[str, ...]
+    lists: tuple[str, ...]  # over {label} and {items}
+    list_items: tuple[str, ...]  # over {name} and {value}
+
+
+def _widened(prop: Property, generic: dict, own: dict) -> Property:
+    """`prop` with the generic (label-filled) and its own prose templates after its templates."""
+    extra = {}
+    for kind, allowed in (("facts", {"name", "value", "a_value"}), ("updates", SLOTS), ("queries", {"name"})):
+        templates = [t.replace("{label}", prop.label) for t in generic[kind]] + own.get(kind, [])
+        for template in templates:
+            _check_template(f"prose.{prop.key}.{kind}", template, allowed, statement=False)
+            if kind != "queries" and not template_slots(template) & {"value", "a_value"}:
+                raise ValueError(f"prose.{prop.key}.{kind}: template {template!r} must state a value")
+        extra[kind] = getattr(prop, kind) + tuple(templates)
+    return replace(prop, **extra)
+
+
+@functools.cache
+def prose() -> Prose:
+    """Loads and checks `prose.json` once per process."""
+    data, properties = _read("prose.json"), content().properties
+    unknown = set(data) - set(properties) - {"_about", "generic", "frames"}
+    if unknown:
+        raise ValueError(f"prose.json names unknown properties {sorted(unknown)}")
+    frames = data["frames"]
+    return Prose(
+        properties=MappingProxyType({k: _widened(p, data["generic"], data.get(k, {})) for k, p in properties.items()}),
+        intros=tuple(frames["intros"]), lists=tuple(frames["lists"]), list_items=tuple(frames["list_items"]),
     )

@@ -23,11 +23,12 @@ import re
 from collections.abc import Collection, Iterable, Iterator
 
 from rime.data.axes import AXES
-from rime.data.content import content
+from rime.data.content import Property, content, prose, render
 from rime.data.schema import Record, Session
 from rime.data.sentences import (
     canonical_template,
     edit_writer,
+    fact,
     query,
     recipient_passages,
     recital_query,
@@ -57,7 +58,12 @@ class Mix:
     where a model learns to bind first, and from where binding carries over to sentences that put
     words between them. A recital (`recital`, the share of drills that are one) asks for every
     holder at once, and the reply puts each name right before its value: the same help on the
-    asking side, where a question puts words between the name and the answer."""
+    asking side, where a question puts words between the name and the answer. A prose dialogue
+    (`prose`, the share of dialogues that are) also draws its facts, updates and questions from
+    `prose.json`'s wider English, may open with a diary or notebook line and state a plain passage
+    as a list. A session (`session`, the share of dialogues that are one) states three to eight
+    people's facts one user turn per person, then mixes edits and questions and ends on a quiz:
+    the many-fact conversations of `rime.data.sessions`, with fresh bindings."""
 
     shared_value: float = 0.25  # a passage of three or more people has two share the main value
     ask_unique: float = 0.0
@@ -68,6 +74,8 @@ class Mix:
     plain: float = 0.0
     roster: float = 0.0
     recital: float = 0.0
+    prose: float = 0.0
+    session: float = 0.0
 
 
 MIXES = {
@@ -76,7 +84,10 @@ MIXES = {
     "drill": Mix(shared_value=0.5, ask_unique=0.25, ask_main=0.5, recent=0.3, drill=0.5),
     "plain-drill": Mix(shared_value=0.0, drill=1.0, plain=1.0),
     "roster-drill": Mix(shared_value=0.0, drill=1.0, plain=1.0, roster=0.5, recital=0.5),
+    "wide": Mix(shared_value=0.5, ask_unique=0.25, ask_main=0.5, recent=0.3, drill=0.3, prose=0.5, session=0.3),
 }
+SESSION_PEOPLE = (3, 8)
+SESSION_SHARE_RATE = 0.3
 
 
 class _Dialogue:
@@ -84,6 +95,8 @@ class _Dialogue:
 
     def __init__(self, rng: random.Random, mix: Mix):
         self.rng, self.mix, self.messages, self.facts = rng, mix, [], {}  # facts: (name, key) -> value
+        self.prose = bool(mix.prose) and rng.random() < mix.prose
+        self.props = prose().properties if self.prose else content().properties
         self.recent: tuple[str, str] | None = None
         self.main = ""  # the property every person in the passage holds
         self.unique: list[tuple[str, str]] = []  # people whose value differs from a shared one
@@ -100,7 +113,7 @@ class _Dialogue:
         return [name for name, key in self.facts if key == self.main]
 
     def ask_main(self, name: str) -> None:
-        self.say(query(self.rng, content().properties[self.main], name), self.facts[name, self.main])
+        self.say(query(self.rng, self.props[self.main], name), self.facts[name, self.main])
 
 
 def _open(d: _Dialogue) -> None:
@@ -109,15 +122,17 @@ def _open(d: _Dialogue) -> None:
     keys = list(c.properties)
     main = d.main = rng.choice(keys)
     plain = d.mix.plain and rng.random() < d.mix.plain
+    listed = d.prose and rng.random() < 0.15  # the main property alone, as a list
+    plain = plain or listed
     names = rng.sample(c.names, rng.randint(2 if plain else 1, 5))
-    values = rng.sample(c.properties[main].values, len(names))
+    values = rng.sample(d.props[main].values, len(names))
     if len(names) >= 3 and rng.random() < d.mix.shared_value:
         values[-1] = values[0]  # two people sharing a value
         d.unique = [(name, main) for name in names[1:-1]]
     people = []
     for name, value in zip(names, values):
         extra = [] if plain else rng.sample([k for k in keys if k != main], rng.choice((0, 0, 1, 2)))
-        facts = [(main, value), *((k, rng.choice(c.properties[k].values)) for k in extra)]
+        facts = [(main, value), *((k, rng.choice(d.props[k].values)) for k in extra)]
         rng.shuffle(facts)
         people.append((name, facts))
         d.facts.update({(name, k): v for k, v in facts})
@@ -125,28 +140,42 @@ def _open(d: _Dialogue) -> None:
     for _ in range(0 if plain else rng.choice((0, 0, 1, 2))):
         name, key = rng.choice(list(d.facts))
         old = d.facts[name, key]
-        new = rng.choice([v for v in c.properties[key].values if v != old])
+        new = rng.choice([v for v in d.props[key].values if v != old])
         updates.append((name, key, old, new))
         d.facts[name, key] = new
         d.recent = (name, key)
     if plain and d.mix.roster and rng.random() < d.mix.roster:
         d.say(roster(c.properties[main], list(zip(names, values))))
         return
+    if listed:
+        d.say(_prose_list(rng, d.props[main], list(zip(names, values))))
+        return
     richness = "bare" if plain else rng.choice(("bare", "narrative"))
-    for passage in recipient_passages(rng, people, updates, richness):
+    passages = list(recipient_passages(rng, people, updates, richness, d.props))
+    if d.prose and richness == "bare" and rng.random() < 0.3:
+        passages[0] = f"{rng.choice(prose().intros)} {passages[0]}"
+    for passage in passages:
         d.say(passage)
+
+
+def _prose_list(rng: random.Random, prop: Property, pairs: list[tuple[str, str]]) -> str:
+    """One property of several people as a list in one of prose.json's forms."""
+    item = rng.choice(prose().list_items)
+    items = ", ".join(render(item, name, value) for name, value in pairs)
+    text = rng.choice(prose().lists).format(label=prop.label, items=items)
+    return text[0].upper() + text[1:]
 
 
 def _question(d: _Dialogue) -> None:
     c, rng, mix = content(), d.rng, d.mix
     if d.unique and mix.ask_unique and rng.random() < mix.ask_unique:
         name, key = rng.choice(d.unique)
-    elif mix.ask_main and rng.random() < mix.ask_main:
+    elif mix.ask_main and d.main and rng.random() < mix.ask_main:
         name, key = rng.choice(d.holders()), d.main
     else:
         name, key = d.recent if d.recent and rng.random() < mix.recent else rng.choice(list(d.facts))
     d.recent = None
-    prop, value = c.properties[key], d.facts[name, key]
+    prop, value = d.props[key], d.facts[name, key]
     if prop.hop and rng.random() < 0.35:
         d.say(rng.choice(prop.hop.queries).format(name=name), prop.hop.target_of[value])
     else:
@@ -191,16 +220,41 @@ def _statement(d: _Dialogue) -> None:
         name = rng.choice(d.names()) if roll < 0.8 else rng.choice([n for n in c.names if n not in d.names()])
         key = rng.choice(list(c.properties))
     old = d.facts.get((name, key))
-    value = rng.choice([v for v in c.properties[key].values if v != old])
+    value = rng.choice([v for v in d.props[key].values if v != old])
     conflict = old is not None and rng.random() < 0.5
-    d.say(edit_writer(rng, rng.choice(AXES["edit_style"]), conflict, c.properties[key])(name, value))
+    d.say(edit_writer(rng, rng.choice(AXES["edit_style"]), conflict, d.props[key])(name, value))
     d.facts[name, key] = value
     d.recent = (name, key)
+
+
+def _session(d: _Dialogue) -> None:
+    """A many-fact conversation: one turn per person, then edits and questions, then a quiz."""
+    rng = d.rng
+    held: dict[str, list[str]] = {}  # property -> values stated so far
+    for name in rng.sample(content().names, rng.randint(*SESSION_PEOPLE)):
+        facts = []
+        for key in rng.sample(list(d.props), rng.choice((2, 3))):
+            taken = held.setdefault(key, [])
+            shared = taken and rng.random() < SESSION_SHARE_RATE
+            value = rng.choice(taken) if shared else rng.choice(d.props[key].values)
+            taken.append(value)
+            facts.append((key, value))
+            d.facts[name, key] = value
+        d.say(" ".join(fact(rng, d.props[key], name, value) for key, value in facts))
+        if rng.random() < 0.2:
+            _filler(d)
+    for event in rng.choices((_question, _filler, _statement), weights=(4, 1, 3), k=rng.randint(3, 10)):
+        event(d)
+    for _ in range(rng.randint(2, 6)):
+        _question(d)
 
 
 def sample_dialogue(rng: random.Random, mix: Mix = MIXES["default"]) -> list[Message]:
     """One training dialogue as (role, text) turns; every assistant answer is correct at its point."""
     d = _Dialogue(rng, mix)
+    if mix.session and rng.random() < mix.session:
+        _session(d)
+        return d.messages
     _open(d)
     if mix.drill and rng.random() < mix.drill:
         _drill(d)
@@ -255,7 +309,8 @@ def vocabulary() -> frozenset[str]:
     can contain, including the chat template's role names: the seed of a compact token vocabulary."""
     c = content()
     texts = [*c.names, *c.time_phrases, *c.short_edit_prefixes, *c.acknowledgements, "a an User Assistant:"]
-    for prop in c.properties.values():
+    texts += [*prose().intros, *prose().lists, *prose().list_items]
+    for prop in (*c.properties.values(), *prose().properties.values()):
         texts += [*prop.values, *prop.facts, *prop.updates, *prop.queries, *prop.edits, *prop.conflict_edits,
                   canonical_template(prop, True)]
         if prop.hop:

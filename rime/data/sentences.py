@@ -8,7 +8,7 @@ explicitly.
 from __future__ import annotations
 
 import random
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 
 from rime.data.content import Property, content, render
 from rime.data.schema import CalibrationPair
@@ -31,24 +31,28 @@ def queries(rng: random.Random, prop: Property, name: str, k: int, hop: bool = F
 
 
 def recipient_passages(rng: random.Random, people: Sequence[tuple[str, Facts]],
-                       updates: Sequence[tuple[str, str, str, str]], richness: str) -> tuple[str, ...]:
+                       updates: Sequence[tuple[str, str, str, str]], richness: str,
+                       properties: Mapping[str, Property] | None = None) -> tuple[str, ...]:
     """The recipient: one passage stating every person's facts in order, then one short passage per
     update `(name, property key, old, new)`, oldest first. `narrative` richness sets the facts in a
-    scene with an opening, unrelated details and a closing; `bare` states the facts alone."""
+    scene with an opening, unrelated details and a closing; `bare` states the facts alone.
+    `properties` gives the wordings (default: the benchmark's own)."""
     c = content()
+    properties = c.properties if properties is None else properties
     scene = rng.choice(c.recipient_scenes)
     details = rng.sample(scene.details, len(scene.details))
     sentences = []
     for name, facts in people:
-        sentences += [fact(rng, c.properties[key], name, value) for key, value in facts]
+        sentences += [fact(rng, properties[key], name, value) for key, value in facts]
         if richness == "narrative" and details and rng.random() < 0.5:
             sentences.append(details.pop())
     if richness == "narrative":
         sentences = [rng.choice(scene.intros), *sentences, rng.choice(scene.closings)]
     passages = [" ".join(sentences)]
     for name, key, old, new in updates:
-        template = rng.choice(c.properties[key].updates)
-        passages.append(f"{rng.choice(c.time_phrases)} {render(template, name, new, old)}")
+        template, when = rng.choice(properties[key].updates), rng.choice(c.time_phrases)
+        update = render(template, name, new, old)
+        passages.append(f"{when} {update}" if template.startswith("{name}") else update)
     return tuple(passages)
 
 
