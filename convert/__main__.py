@@ -1,4 +1,4 @@
-"""`python -m convert IN OUT [--dtype fp32|bf16] [--format auto|pth|hf] [--naming blink|fla|transformers]
+"""`python -m convert IN OUT [--dtype fp32|bf16|int8|bf16-weights] [--format auto|pth|hf] [--naming blink|fla|transformers]
 [--vocab FILE|bytes|none]`.
 
 Argument parsing, a per-tensor progress bar and one call to `convert.convert`. An expected error
@@ -27,7 +27,9 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("src", metavar="IN")
     parser.add_argument("dst", metavar="OUT")
-    parser.add_argument("--dtype", choices=["fp32", "bf16"], help="default: the input's dtype")
+    parser.add_argument("--dtype", choices=["fp32", "bf16", "int8", "bf16-weights"],
+                        help="default: the input's dtype; int8 and bf16-weights (imports) store the matrices "
+                        "weight-only quantized, for batch-1 decode (rwkv_jax.quant)")
     parser.add_argument("--format", choices=["auto", "pth", "hf"], default="auto",
                         help="format of the official side (default: from the path)")
     parser.add_argument("--naming", choices=list(NAMINGS),

@@ -23,6 +23,7 @@ from rwkv_jax.bundle import Model
 from rwkv_jax.config import Config
 from rwkv_jax.mesh import place
 from rwkv_jax.params import Params
+from rwkv_jax.quant import dequantize, quantize
 from rwkv_jax.tokenizer import WORLD_VOCAB, Tokenizer, load_tokenizer
 
 Format = Literal["auto", "pth", "hf"]
@@ -103,9 +104,12 @@ def load(
         raise FileNotFoundError(f"{path} is not an rwkv_jax checkpoint (no {checkpoint.META}), nor a Hugging "
                                 f"Face checkpoint (no {SINGLE} or {INDEX})")
     tokenizer = load_tokenizer(vocab if vocab is not None else WORLD_VOCAB)
-    params, cfg, _ = read_checkpoint(path, dtype=dtype)
+    narrow = checkpoint.QUANTIZE.get(dtype)
+    params, cfg, _ = read_checkpoint(path, dtype="fp32" if narrow else dtype)
     check_vocab(path, cfg, tokenizer)
     checkpoint.check_expected(path, cfg, expect)
+    if narrow:
+        return Model(params=quantize(params, narrow), cfg=cfg, tokenizer=tokenizer)
     return Model(params=place(params, checkpoint.shardings(cfg, sharding)), cfg=cfg, tokenizer=tokenizer)
 
 
@@ -143,20 +147,26 @@ def convert(
     safetensors file when it ends in `.safetensors`, else a HF directory, with the tensors in
     `naming` ("blink", "fla" or "transformers"; default BlinkDL for `.pth`,
     flash-linear-attention otherwise). `format`
-    names the official side's container; `dtype` ("fp32", "bf16") defaults to the source's.
+    names the official side's container; `dtype` ("fp32", "bf16") defaults to the source's, and
+    an import takes "int8" or "bf16-weights" too: weight-only quantized params
+    (`rwkv_jax.quant.quantize`; an export from such a checkpoint writes their float32 values).
     """
     src, dst = Path(src), Path(dst)
     check_parents(dst)
     if dst.exists() and not overwrite:
         raise FileExistsError(f"{dst} exists; pass overwrite=True to replace it")
     if src.is_dir() and _is_rwkv_jax_checkpoint(src):
-        params = checkpoint.load(src).params
+        params = dequantize(checkpoint.load(src).params)
+        if dtype in checkpoint.QUANTIZE:
+            raise ValueError(f"dtype={dtype!r} applies to imports; an export writes fp32 or bf16")
         return _export(params, dst, format, naming, dtype, overwrite, on_tensor)
     if naming is not None:
         raise ValueError(f"naming={naming!r} applies to exports; an import reads the naming from {src}")
     tokenizer = load_tokenizer(vocab if vocab is not None else WORLD_VOCAB)
-    params, cfg, _ = read_checkpoint(src, format=format, dtype=dtype, on_tensor=on_tensor)
+    narrow = checkpoint.QUANTIZE.get(dtype)
+    params, cfg, _ = read_checkpoint(src, format=format, dtype="fp32" if narrow else dtype, on_tensor=on_tensor)
     check_vocab(src, cfg, tokenizer)
+    params = quantize(params, narrow) if narrow else params
     return checkpoint.save(
         dst, params, cfg, str(vocab) if vocab is not None else WORLD_VOCAB, overwrite=overwrite
     )

@@ -29,6 +29,7 @@ from rwkv_jax.chat import chat_prompt
 from rwkv_jax.config import Config
 from rwkv_jax.model import forward, forward_trace, layer_norm
 from rwkv_jax.params import Params
+from rwkv_jax.quant import linear
 from rwkv_jax.state import State
 
 KeyKind = Literal["gradient", "receptance"]
@@ -81,7 +82,7 @@ def _receptance(params: Params, cfg: Config, tokens: jax.Array, length: jax.Arra
         # x [T, D]: the block input; the receptance as time_mix computes it
         h = layer_norm(x, ln1)
         prev = jnp.concatenate([shift[None].astype(h.dtype), h[:-1]])
-        return (h + (prev - h) * mix[None]) @ w_r
+        return linear(h + (prev - h) * mix[None], w_r)
 
     r = jax.vmap(layer)(trace.hidden[:-1], params["blocks"]["ln1"], state.att_shift, att["x_r"],
                         att["receptance"])  # [L, T, D]

@@ -166,7 +166,7 @@ def _run(args: argparse.Namespace) -> int:
         raise ValueError(f"{source} mixes single cases and sessions; a run evaluates one kind")
     mesh = make_mesh(**parse_mesh(args.mesh))
     # split over the model axis as it loads: a model too large for one device never sits whole on one
-    model = convert.load(args.model, sharding=mesh if mesh.shape[MODEL] > 1 else None)
+    model = convert.load(args.model, dtype=args.dtype, sharding=mesh if mesh.shape[MODEL] > 1 else None)
     devices = jax.devices()
     print(f"{out}: {len(cases)} cases from {source}, model {args.model}, {len(devices)} {devices[0].platform} "
           f"device(s) as data={mesh.shape[DATA]} model={mesh.shape[MODEL]}, batch size {args.batch_size}")
@@ -209,6 +209,9 @@ def _run(args: argparse.Namespace) -> int:
 def add_run(commands: argparse._SubParsersAction) -> None:
     p = commands.add_parser("run", help="evaluate edit methods on RIME cases (resumable)")
     p.add_argument("--model", default="rime-tiny", help="bundled model name or checkpoint folder")
+    p.add_argument("--dtype", choices=("fp32", "bf16", "int8", "bf16-weights"),
+                   help="cast the params (fp32, bf16) or quantize their matrices weight-only (int8, bf16-weights; "
+                   "rwkv_jax.quant); default: as stored")
     p.add_argument("--split", default="test", choices=(*BUNDLED_SPLITS, *SPLIT_ALIASES),
                    help="bundled split to evaluate (session: the session_test sessions)")
     p.add_argument("--cases", help="a JSONL file (or save_to_disk folder) of cases instead of a split")

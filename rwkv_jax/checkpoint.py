@@ -3,7 +3,8 @@ the project lives here.
 
 A checkpoint is a directory:
     meta.json   {"format": 1, "config": {...}, "dtype": "float32", "vocab": "<built-in name or file>",
-                 "sha256": {"<param path>": "<hex digest of the array's bytes>", ...}}
+                 "sha256": {"<param path>": "<hex digest of the array's bytes>", ...},
+                 "quantized": "int8" | "bfloat16"   (only for `rwkv_jax.quant.quantize`d params)}
     vocab.txt   (only for a vocab that is not built in; see `rwkv_jax.tokenizer`)
     params/     the params pytree, written by orbax
 
@@ -36,12 +37,15 @@ from rwkv_jax.bundle import Model
 from rwkv_jax.config import Config
 from rwkv_jax.mesh import param_shardings, to_host
 from rwkv_jax.params import DTYPES, Params, abstract_params, cast_params, check_params
+from rwkv_jax.quant import DTYPES as QUANT_DTYPES
+from rwkv_jax.quant import abstract_quantized, is_narrow, narrow_dtype, quantize
 from rwkv_jax.tokenizer import BUILT_IN_VOCABS, NO_VOCAB, WORLD_VOCAB, Tokenizer, load_tokenizer, save_vocab
 
 FORMAT = 1
 META = "meta.json"
 VOCAB_FILE = "vocab.txt"
 CHUNK_BYTES = 16 << 20
+QUANTIZE = {"int8": "int8", "bf16-weights": "bfloat16"}  # load_model's quantizing dtypes
 
 
 class CheckpointError(ValueError):
@@ -49,7 +53,8 @@ class CheckpointError(ValueError):
 
 
 def _dtype_name(params: Params) -> str:
-    dtypes = {jnp.dtype(x.dtype).name for x in jax.tree.leaves(params)}
+    """The one dtype of the params' float leaves (a quantized matrix aside)."""
+    dtypes = {jnp.dtype(x.dtype).name for x in jax.tree.leaves(params, is_leaf=is_narrow) if not is_narrow(x)}
     if len(dtypes) != 1:
         raise ValueError(f"params mix dtypes {sorted(dtypes)}; cast them to one dtype before saving")
     return dtypes.pop()
@@ -60,7 +65,7 @@ def checksums(params: Params) -> dict[str, str]:
     the host (`rwkv_jax.mesh.to_host`)."""
     out = {}
     for path, leaf in jax.tree_util.tree_flatten_with_path(params)[0]:
-        name = ".".join(str(getattr(k, "key", k)) for k in path)
+        name = ".".join(str(getattr(k, "key", getattr(k, "name", k))) for k in path)
         leaf = to_host(leaf)
         out[name] = hashlib.sha256(np.ascontiguousarray(leaf).view(np.uint8).data).hexdigest()
     return out
@@ -108,6 +113,8 @@ def save(
             "vocab": vocab,
             "sha256": checksums(params),
         }
+        if narrow_dtype(params) is not None:
+            meta["quantized"] = narrow_dtype(params)
         (tmp / META).write_text(json.dumps(meta, indent=2, sort_keys=True))
         # Synchronous, uncompressed, at most 1 GB in flight: a multi-GB model is written without
         # staging a second full copy in host memory. Chunks of at most CHUNK_BYTES: a sharded
@@ -140,6 +147,8 @@ def read_meta(path: str | os.PathLike) -> dict:
         meta["config"] = Config(**meta["config"])
     except (TypeError, ValueError) as e:
         raise CheckpointError(f"{meta_path}: field 'config': {e}") from None
+    if meta.get("quantized", "int8") not in QUANT_DTYPES:
+        raise CheckpointError(f"{meta_path}: field 'quantized': {meta['quantized']!r} is not one of {QUANT_DTYPES}")
     if not isinstance(meta.get("sha256", {}), dict):
         raise CheckpointError(f"{meta_path}: field 'sha256' must be an object of hex digests")
     return meta
@@ -193,10 +202,16 @@ def load(path: str | os.PathLike, *, expect: Config | None = None, verify: bool 
     meta = read_meta(path)
     cfg = meta["config"]
     check_expected(path, cfg, expect)
-    target = jax.tree.map(
-        lambda s, where: jax.ShapeDtypeStruct(s.shape, s.dtype, sharding=where),
-        abstract_params(cfg, jnp.dtype(meta["dtype"])), shardings(cfg, sharding),
-    )
+    abstract = abstract_params(cfg, jnp.dtype(meta["dtype"]))
+    if "quantized" in meta:
+        if sharding is not None:
+            raise ValueError(f"{path} holds quantized params, which load on one device (sharding=None)")
+        one = jax.sharding.SingleDeviceSharding(jax.local_devices()[0])
+        target = jax.tree.map(lambda s: jax.ShapeDtypeStruct(s.shape, s.dtype, sharding=one),
+                              abstract_quantized(abstract, meta["quantized"]))
+    else:
+        target = jax.tree.map(lambda s, where: jax.ShapeDtypeStruct(s.shape, s.dtype, sharding=where),
+                              abstract, shardings(cfg, sharding))
     if not (path / "params").is_dir():
         raise CheckpointError(f"{path}: no params/ folder")
     # at most 1 GB read ahead: beyond the restored arrays, the host holds no second copy of the model
@@ -275,14 +290,15 @@ def load_model(
     sharding: ParamSharding = None,
 ) -> Model:
     """`rwkv_jax.load`: a bundled model name or an rwkv_jax checkpoint directory, in the
-    `from_pretrained` habit. `dtype` ("fp32", "bf16", "fp16") casts (default: as stored).
+    `from_pretrained` habit. `dtype` ("fp32", "bf16", "fp16") casts (default: as stored);
+    "int8" or "bf16-weights" quantizes the float params (`rwkv_jax.quant`).
 
     Official checkpoints (`.pth`, `.safetensors`, index json, HF folder) load with `convert.load`,
     which converts them in memory; rwkv_jax itself never imports the converter. `sharding` places
     the params (see `load`).
     """
-    if dtype is not None and dtype not in DTYPES:
-        raise ValueError(f"unsupported dtype {dtype!r}; use one of {sorted(DTYPES)}")
+    if dtype is not None and dtype not in DTYPES and dtype not in QUANTIZE:
+        raise ValueError(f"unsupported dtype {dtype!r}; use one of {sorted(DTYPES) + sorted(QUANTIZE)}")
     path = Path(path_or_name)
     if path.exists() and not (path / META).is_file():
         raise FileNotFoundError(f"{path} is not an rwkv_jax checkpoint (no {META}); an official checkpoint "
@@ -290,4 +306,6 @@ def load_model(
     model = load(resolve(path_or_name), expect=expect, verify=verify, sharding=sharding)
     if dtype is None:
         return model
+    if dtype in QUANTIZE:
+        return dataclasses.replace(model, params=quantize(model.params, QUANTIZE[dtype]))
     return dataclasses.replace(model, params=cast_params(model.params, DTYPES[dtype]))

@@ -19,6 +19,7 @@ from jaxtyping import Array, Float, Int
 from rwkv_jax.config import Config
 from rwkv_jax.model import F32, block, check_state, embed, layer_norm
 from rwkv_jax.params import Params, abstract_params, check_params, check_shapes
+from rwkv_jax.quant import Narrow, is_narrow, rows_product
 from rwkv_jax.state import SplitState, join_state
 from rwkv_jax.wkv import wkv_scan
 
@@ -32,14 +33,15 @@ class DecodeParams:
       blocks: L per-layer dicts, each a layer of the params' `blocks` (no layer axis).
       ln_out: `{weight, bias}` `[D]`.
       head_vd: the head, transposed: XLA's CPU dot multiplies `[B, D]` by this matrix's
-        transpose 2-3x faster than by a `[D, V]` one at V = 65536.
+        transpose 2-3x faster than by a `[D, V]` one at V = 65536 (a quantized head is held that
+        way already).
     """
 
-    emb: Float[Array, "V D"]
+    emb: Float[Array, "V D"] | Narrow
     ln0: Params
     blocks: tuple[Params, ...]
     ln_out: Params
-    head_vd: Float[Array, "V D"]
+    head_vd: Float[Array, "V D"] | Narrow
 
     def check(self, cfg: Config) -> None:
         """Raises a ValueError naming every missing, unexpected or mis-shaped leaf."""
@@ -50,12 +52,13 @@ class DecodeParams:
 def decode_params(params: Params, cfg: Config) -> DecodeParams:
     """The params (as `forward` takes them) laid out for `decode_step`."""
     check_params(params, cfg)
-    blocks = params["blocks"]
+    blocks, head = params["blocks"], params["head"]
     # the barrier keeps the transposed copy from being folded back into the dot
+    head_vd = head.replace(transposed=False) if is_narrow(head) else lax.optimization_barrier(head.T)
     return DecodeParams(
         emb=params["emb"], ln0=params["ln0"],
         blocks=tuple(jax.tree.map(lambda a, i=i: a[i], blocks) for i in range(cfg.n_layer)),
-        ln_out=params["ln_out"], head_vd=lax.optimization_barrier(params["head"].T),
+        ln_out=params["ln_out"], head_vd=head_vd,
     )
 
 
@@ -76,5 +79,5 @@ def decode_step(params: DecodeParams, cfg: Config, token: Int[Array, ""],
         x, v_first = out.x, out.v_first
         layers.append(out.state)
     h = layer_norm(x[0], params.ln_out)
-    logits = lax.dot_general(h, params.head_vd, (((0,), (1,)), ((), ()))).astype(F32)
+    logits = rows_product(h, params.head_vd).astype(F32)
     return logits, SplitState.of_layers(layers)

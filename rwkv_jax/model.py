@@ -3,6 +3,7 @@
 Written for one sequence (`tokens [T]`); batch with `jax.vmap`. Layers are stacked and scanned;
 `rwkv_jax.decode` runs the same `block` per layer, on params and a state laid out for a decode loop.
 Activations run in the params dtype; the wkv recurrence, the decay and the state are float32.
+Every matrix is read through `rwkv_jax.quant.linear`, so `quant.quantize`d params run here too.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ from jaxtyping import Array, Bool, Float, Int
 
 from rwkv_jax.config import Config
 from rwkv_jax.params import Params
+from rwkv_jax.quant import Narrow, linear, lookup
 from rwkv_jax.state import State
 from rwkv_jax.wkv import Heads, HeadState, Impl, wkv_states
 from rwkv_jax.wkv import wkv as wkv_recurrence
@@ -92,18 +94,18 @@ def time_mix(
     xr, xw, xk, xv, xa, xg = (x + xx * p[n][None] for n in ("x_r", "x_w", "x_k", "x_v", "x_a", "x_g"))
 
     # [T, D] each; a is the in-context learning rate
-    r = xr @ p["receptance"]
-    w = jnp.tanh(xw @ p["w1"]) @ p["w2"]
-    k = xk @ p["key"]
-    v = xv @ p["value"]
-    a = jax.nn.sigmoid(p["a0"][None] + (xa @ p["a1"]) @ p["a2"])
-    g = jax.nn.sigmoid(xg @ p["g1"]) @ p["g2"]
+    r = linear(xr, p["receptance"])
+    w = linear(jnp.tanh(linear(xw, p["w1"])), p["w2"])
+    k = linear(xk, p["key"])
+    v = linear(xv, p["value"])
+    a = jax.nn.sigmoid(p["a0"][None] + linear(linear(xa, p["a1"]), p["a2"]))
+    g = linear(jax.nn.sigmoid(linear(xg, p["g1"])), p["g2"])
 
     kk = (k * p["k_k"][None]).reshape(T, H, N)
     kk = kk / jnp.maximum(jnp.linalg.norm(kk, axis=-1, keepdims=True), 1e-12)
     k = k * (1 + (a - 1) * p["k_a"][None])
     v_first = jnp.where(is_first, v, v_first)
-    v = jnp.where(is_first, v, v + (v_first - v) * jax.nn.sigmoid(p["v0"][None] + (xv @ p["v1"]) @ p["v2"]))
+    v = jnp.where(is_first, v, v + (v_first - v) * jax.nn.sigmoid(p["v0"][None] + linear(linear(xv, p["v1"]), p["v2"])))
     log_w = -DECAY_SCALE * jax.nn.sigmoid((p["w0"][None] + w).astype(F32))
 
     heads = lambda z: z.reshape(T, H, N).astype(F32)
@@ -122,13 +124,13 @@ def time_mix(
     y = y.astype(x.dtype)
     bonus = (r_h * k_h * p["r_k"][None].astype(F32)).sum(-1, keepdims=True) * v_h
     y = y + bonus.reshape(T, H * N).astype(x.dtype)
-    return (y * g) @ p["output"], wkv_out, v_first
+    return linear(y * g, p["output"]), wkv_out, v_first
 
 
 def channel_mix(p: Params, x: Float[Array, "T D"], shift: Float[Array, " D"]) -> Float[Array, "T D"]:
     """Feed-forward block with token shift and relu^2. x is the ln2 output."""
     k = x + (_shifted(x, shift) - x) * p["x_k"][None]
-    return jnp.square(jax.nn.relu(k @ p["key"])) @ p["value"]
+    return linear(jnp.square(jax.nn.relu(linear(k, p["key"]))), p["value"])
 
 
 @flax.struct.dataclass
@@ -159,9 +161,9 @@ def block(p: Params, cfg: Config, x: Float[Array, "T D"], v_first: Float[Array, 
                     ln1=h, ln2=f)
 
 
-def embed(emb: Float[Array, "V D"], ln0: Params, tokens: Int[Array, " T"]) -> Float[Array, "T D"]:
+def embed(emb: Float[Array, "V D"] | Narrow, ln0: Params, tokens: Int[Array, " T"]) -> Float[Array, "T D"]:
     """The normalised embeddings of the tokens, entering block 0."""
-    return layer_norm(emb[tokens], ln0)
+    return layer_norm(lookup(emb, tokens), ln0)
 
 
 def _layers(params: Params, cfg: Config, tokens: jax.Array, state: State, *, length: jax.Array | None,
@@ -197,7 +199,7 @@ def check_state(state: State, cfg: Config) -> None:
 
 def _head(params: Params, x: jax.Array) -> jax.Array:
     # x [..., D] -> logits [..., V] float32
-    return (layer_norm(x, params["ln_out"]) @ params["head"]).astype(F32)
+    return linear(layer_norm(x, params["ln_out"]), params["head"]).astype(F32)
 
 
 @functools.partial(jax.jit, static_argnames=("cfg", "wkv", "logits", "chunk_size"))

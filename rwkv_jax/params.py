@@ -26,6 +26,7 @@ import numpy as np
 from jaxtyping import PRNGKeyArray
 
 from rwkv_jax.config import Config
+from rwkv_jax.quant import logical
 
 Params = dict[str, Any]
 
@@ -76,9 +77,11 @@ def abstract_params(cfg: Config, dtype: jnp.dtype = jnp.float32) -> Params:
 
 def check_shapes(tree: Any, expected: Any, what: str) -> None:
     """Raises a ValueError naming every missing, unexpected or mis-shaped leaf of `tree` against
-    `expected` (a tree of the same structure whose leaves have the wanted shapes)."""
-    want = {jax.tree_util.keystr(p): tuple(np.shape(x)) for p, x in jax.tree_util.tree_flatten_with_path(expected)[0]}
-    got = {jax.tree_util.keystr(p): tuple(np.shape(x)) for p, x in jax.tree_util.tree_flatten_with_path(tree)[0]}
+    `expected` (a tree of the same structure whose leaves have the wanted shapes). A quantized
+    matrix counts as the matrix it stands for."""
+    flat = lambda t: jax.tree_util.tree_flatten_with_path(logical(t))[0]
+    want = {jax.tree_util.keystr(p): tuple(np.shape(x)) for p, x in flat(expected)}
+    got = {jax.tree_util.keystr(p): tuple(np.shape(x)) for p, x in flat(tree)}
     problems = [f"missing {k}" for k in sorted(want.keys() - got.keys())]
     problems += [f"unexpected {k}" for k in sorted(got.keys() - want.keys())]
     problems += [

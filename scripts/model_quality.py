@@ -67,12 +67,13 @@ def table(lines: list[tuple[str, str, Rate, float]]) -> str:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--model", default="rime-tiny")
+    ap.add_argument("--dtype", help="as `convert.load`: fp32, bf16, int8 or bf16-weights (default: as stored)")
     ap.add_argument("--out", type=Path, default=Path("runs/quality"))
     ap.add_argument("--splits", default="dev,test")
     ap.add_argument("--limit", type=int, help="only the first N cases of each split (a quick look)")
     args = ap.parse_args()
 
-    model = convert.load(args.model)
+    model = convert.load(args.model, dtype=args.dtype)
     spec = Spec.build(["none"], fillers=(1, 2, 4, 6))
     for split in args.splits.split(","):
         cases = rime.load(split)[: args.limit]

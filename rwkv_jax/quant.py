@@ -1,0 +1,198 @@
+"""Weight-only half- and quarter-width params: `quantize(params, "bfloat16" | "int8")`.
+
+A batch-1 decode step reads every weight once, so its speed is the bytes it moves. `quantize`
+replaces each large matrix (the embedding, the head and every block's projections; not the
+LoRAs, vectors or norms) with a `Narrow`: the matrix stored one output per row in bfloat16, or
+in int8 with one float32 scale per output (symmetric, round to nearest). The model reads every
+matrix through `linear` and the embedding through `lookup`, so quantized params run through
+`forward`, `step`, `generate` and the decode loop unchanged. Activations, the state and every
+accumulation stay float32. At a few rows (decode) the product runs in `rwkv_jax.kernels`,
+which reads the narrow bytes as they are; at many rows (prefill, batched decode) it is XLA's
+float32 dot on the widened matrix.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any, Literal
+
+import flax.struct
+import jax
+import jax.numpy as jnp
+import numpy as np
+from jaxtyping import Array, Float, Int
+
+from rwkv_jax import kernels
+
+F32 = jnp.float32
+NarrowDtype = Literal["bfloat16", "int8"]
+DTYPES = ("bfloat16", "int8")
+KERNEL_ROWS = 4  # at most this many rows of activations go through the native product
+SMALLEST = 128  # a matrix is quantized when both its axes are at least this long
+
+
+@flax.struct.dataclass
+class Narrow:
+    """A matrix `M` stored narrow, one output per row: `rows [..., F, D]` (bfloat16 or int8) and
+    `scale [..., F]` (float32; ones for bfloat16), `M`'s rows being `rows * scale[..., None]`.
+
+    `transposed` says which matrix the params hold there: the projection `M.T` `[..., D, F]`
+    (applied as `x @ M.T`) for every matrix but the embedding, which is `M` itself `[V, D]`.
+    """
+
+    rows: Array
+    scale: Float[Array, "... F"]
+    transposed: bool = flax.struct.field(pytree_node=False, default=True)
+
+    @property
+    def shape(self) -> tuple[int, ...]:
+        """The shape of the matrix the params hold here (what `check_params` checks)."""
+        *lead, f, d = self.rows.shape
+        return (*lead, d, f) if self.transposed else (*lead, f, d)
+
+    @property
+    def dtype(self) -> np.dtype:
+        return self.rows.dtype
+
+    @property
+    def nbytes(self) -> int:
+        return int(self.rows.nbytes + self.scale.nbytes)
+
+    def widened(self) -> Float[Array, "... F D"]:
+        """`M` in float32."""
+        return self.rows.astype(F32) * self.scale[..., None]
+
+    def dense(self) -> Float[Array, "..."]:
+        """The matrix the params hold here, in float32."""
+        m = self.widened()
+        return jnp.swapaxes(m, -1, -2) if self.transposed else m
+
+
+def _narrow(m: np.ndarray, dtype: NarrowDtype, transposed: bool) -> Narrow:
+    """`m` (the params' matrix) as a Narrow of `dtype`."""
+    rows = np.swapaxes(m, -1, -2) if transposed else m
+    rows = np.asarray(rows, np.float32)
+    if dtype == "bfloat16":
+        return Narrow(jnp.asarray(rows, jnp.bfloat16), jnp.ones(rows.shape[:-1], F32), transposed)
+    peak = np.abs(rows).max(axis=-1)
+    scale = np.where(peak > 0, peak / 127.0, 1.0).astype(np.float32)
+    q = np.clip(np.rint(rows / scale[..., None]), -127, 127).astype(np.int8)
+    return Narrow(jnp.asarray(q), jnp.asarray(scale), transposed)
+
+
+def _quantizable(leaf: Any) -> bool:
+    shape = getattr(leaf, "shape", ())
+    return not is_narrow(leaf) and len(shape) >= 2 and min(shape[-2:]) >= SMALLEST
+
+
+def quantize(params: Any, dtype: NarrowDtype = "int8") -> Any:
+    """The params with every large matrix stored as a `Narrow` of `dtype` (see the module doc).
+
+    Runs once, on the host, before a decode loop; quantizing quantized params is an error.
+    """
+    if dtype not in DTYPES:
+        raise ValueError(f"dtype must be one of {DTYPES}, got {dtype!r}")
+    if is_quantized(params):
+        raise ValueError("params are quantized already; quantize the float params")
+
+    def one(path, leaf):
+        if not _quantizable(leaf):
+            return leaf
+        key = jax.tree_util.keystr(path)
+        return _narrow(np.asarray(leaf, np.float32), dtype, transposed=key != "['emb']")
+
+    return jax.tree_util.tree_map_with_path(one, params)
+
+
+def abstract_quantized(abstract: Any, dtype: NarrowDtype) -> Any:
+    """What `quantize(params, dtype)` makes of params shaped like `abstract` (ShapeDtypeStructs):
+    the target a quantized checkpoint restores into."""
+    def one(path, leaf):
+        if not _quantizable(leaf):
+            return leaf
+        transposed = jax.tree_util.keystr(path) != "['emb']"
+        *lead, a, b = leaf.shape
+        f, d = (b, a) if transposed else (a, b)
+        rows = jax.ShapeDtypeStruct((*lead, f, d), jnp.dtype(dtype))
+        return Narrow(rows, jax.ShapeDtypeStruct((*lead, f), F32), transposed)
+
+    return jax.tree_util.tree_map_with_path(one, abstract)
+
+
+def narrow_dtype(params: Any) -> str | None:
+    """The dtype the params' Narrows are stored in; None for float params."""
+    found = {jnp.dtype(x.rows.dtype).name for x in jax.tree.leaves(params, is_leaf=is_narrow) if is_narrow(x)}
+    if len(found) > 1:
+        raise ValueError(f"params mix narrow dtypes {sorted(found)}")
+    return found.pop() if found else None
+
+
+def is_narrow(x: Any) -> bool:
+    return isinstance(x, Narrow)
+
+
+def is_quantized(params: Any) -> bool:
+    return any(is_narrow(x) for x in jax.tree.leaves(params, is_leaf=is_narrow))
+
+
+def logical(params: Any) -> Any:
+    """The params with each Narrow as the shape and dtype of the matrix it stands for."""
+    return jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, F32) if is_narrow(x) else x, params,
+                        is_leaf=is_narrow)
+
+
+def dequantize(params: Any) -> Any:
+    """Float32 params from quantized ones (the matrices as the Narrows hold them)."""
+    return jax.tree.map(lambda x: x.dense() if is_narrow(x) else x, params, is_leaf=is_narrow)
+
+
+def _native(x: Float[Array, "... D"], rows: Array, scale: Float[Array, " F"]) -> Float[Array, "... F"]:
+    out = jax.ShapeDtypeStruct(x.shape[:-1] + rows.shape[-2:-1], F32)
+    name = kernels.target_name(jnp.dtype(rows.dtype).name)
+    return jax.ffi.ffi_call(name, out, vmap_method="sequential")(x.astype(F32), rows, scale)
+
+
+@jax.custom_batching.custom_vmap
+def _product(x: Float[Array, "... D"], rows: Array, scale: Float[Array, " F"]) -> Float[Array, "... F"]:
+    if math.prod(x.shape[:-1]) <= KERNEL_ROWS and kernels.available() and jax.default_backend() == "cpu":
+        return _native(x, rows, scale)
+    return jnp.einsum("...d,fd->...f", x.astype(F32), rows.astype(F32) * scale[:, None])
+
+
+@_product.def_vmap
+def _product_batched(axis_size: int, in_batched: list[bool], x, rows, scale):
+    """A batch of activations against one matrix is a product with more rows, routed again."""
+    x_batched, rows_batched, scale_batched = in_batched
+    if rows_batched or scale_batched:
+        x = x if x_batched else jnp.broadcast_to(x, (axis_size, *x.shape))
+        rows = rows if rows_batched else jnp.broadcast_to(rows, (axis_size, *rows.shape))
+        scale = scale if scale_batched else jnp.broadcast_to(scale, (axis_size, *scale.shape))
+        return jnp.einsum("b...d,bfd->b...f", x.astype(F32), rows.astype(F32) * scale[..., None]), True
+    if not x_batched:
+        return _product(x, rows, scale), False
+    return _product(x, rows, scale), True
+
+
+def linear(x: Float[Array, "... D"], w: Float[Array, "D F"] | Narrow) -> Float[Array, "... F"]:
+    """`x @ w` for a params matrix, float or Narrow (float32 out for a Narrow)."""
+    if not is_narrow(w):
+        return x @ w
+    if not w.transposed:
+        raise ValueError("an embedding-layout Narrow is read with lookup or rows_product, not linear")
+    return _product(x, w.rows, w.scale)
+
+
+def rows_product(x: Float[Array, "... D"], m: Float[Array, "F D"] | Narrow) -> Float[Array, "... F"]:
+    """`x @ m.T` for a matrix held one output per row (the decode loop's head, the embedding)."""
+    if not is_narrow(m):
+        return jax.lax.dot_general(x, m, (((x.ndim - 1,), (1,)), ((), ())))
+    return _product(x, m.rows, m.scale)
+
+
+def lookup(emb: Float[Array, "V D"] | Narrow, tokens: Int[Array, " T"]) -> Float[Array, "T D"]:
+    """The embedding rows of `tokens`."""
+    if not is_narrow(emb):
+        return emb[tokens]
+    if emb.transposed:
+        raise ValueError("the embedding Narrow must hold its rows as they are (transposed=False)")
+    return emb.rows[tokens].astype(F32) * emb.scale[tokens][..., None]

@@ -1,0 +1,169 @@
+"""Weight-only quantized params: the format, the native products against XLA's, the model on
+quantized params against the model on the same weights in float32, and saving and converting."""
+
+import json
+import os
+import subprocess
+import sys
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+import convert
+import rwkv_jax
+from rwkv_jax import Config, State, forward, kernels, quant
+from rwkv_jax.checkpoint import load, save
+from rwkv_jax.decode import decode_params, decode_step
+from rwkv_jax.params import check_params, perturbed_params
+from rwkv_jax.state import split_state
+
+DTYPES = ["bfloat16", "int8"]
+
+
+@pytest.fixture(scope="module", params=DTYPES)
+def quantized(request, tiny):
+    cfg, params = tiny
+    return request.param, quant.quantize(params, request.param)
+
+
+def test_quantize_narrows_the_large_matrices_only(tiny):
+    cfg, params = tiny
+    q = quant.quantize(params, "int8")
+    check_params(q, cfg)  # a Narrow counts as the matrix it stands for
+    att = q["blocks"]["att"]
+    for name in ("receptance", "key", "value", "output"):
+        assert quant.is_narrow(att[name]) and att[name].rows.dtype == jnp.int8
+    assert quant.is_narrow(q["head"]) and quant.is_narrow(q["emb"]) and not q["emb"].transposed
+    for name in ("w1", "a1", "x_r", "r_k"):  # LoRAs (rank < 128) and vectors stay as they are
+        assert not quant.is_narrow(att[name]) and att[name] is params["blocks"]["att"][name]
+    assert quant.narrow_dtype(q) == "int8" and quant.narrow_dtype(params) is None
+    with pytest.raises(ValueError, match="quantized already"):
+        quant.quantize(q, "int8")
+    with pytest.raises(ValueError, match="dtype must be one of"):
+        quant.quantize(params, "int4")
+
+
+def test_int8_rounds_each_entry_to_within_half_a_step_of_its_row(tiny):
+    _, params = tiny
+    w = np.asarray(params["blocks"]["ffn"]["key"])  # [L, D, F]
+    narrow = quant.quantize(params, "int8")["blocks"]["ffn"]["key"]
+    step = np.abs(w).max(axis=-2, keepdims=True) / 127  # one scale per output column
+    assert narrow.dense().shape == w.shape
+    assert np.all(np.abs(np.asarray(narrow.dense()) - w) <= step / 2 + 1e-7)
+    assert np.asarray(narrow.rows).min() >= -127
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("rows,d,f", [(1, 768, 3072), (3, 100, 257), (1, 16, 2048), (4, 64, 1)])
+def test_native_product_matches_xla_on_the_same_weights(dtype, rows, d, f):
+    assert kernels.available(), kernels.status()
+    rng = np.random.default_rng(rows * d + f)
+    narrow = quant.quantize({"w": rng.standard_normal((d, f)).astype(np.float32)}, dtype)["w"] \
+        if min(d, f) >= quant.SMALLEST else quant._narrow(rng.standard_normal((d, f)), dtype, True)
+    x = jnp.asarray(rng.standard_normal((rows, d)), jnp.float32)
+    native = jax.jit(quant._native)(x, narrow.rows, narrow.scale)
+    want = np.asarray(x, np.float64) @ np.asarray(narrow.dense(), np.float64)
+    np.testing.assert_allclose(np.asarray(native), want, rtol=1e-4, atol=1e-4 * np.abs(want).max())
+
+
+def test_forward_on_quantized_params_is_forward_on_their_float_values(quantized, tiny):
+    dtype, q = quantized
+    cfg, _ = tiny
+    tokens = jnp.arange(1, 40) % cfg.vocab_size
+    got, state = forward(q, cfg, tokens)
+    want, want_state = forward(quant.dequantize(q), cfg, tokens)
+    np.testing.assert_allclose(got, want, atol=1e-4)
+    np.testing.assert_allclose(state.wkv, want_state.wkv, atol=1e-4)
+
+
+def test_the_decode_step_reads_quantized_params_through_the_native_product(quantized, tiny):
+    dtype, q = quantized
+    cfg, _ = tiny
+    _, state = forward(q, cfg, jnp.arange(1, 20))
+    got, _ = decode_step(decode_params(q, cfg), cfg, jnp.asarray(7), split_state(state))
+    want, _ = rwkv_jax.step(quant.dequantize(q), cfg, jnp.asarray(7), state)
+    np.testing.assert_allclose(got, want, atol=1e-4)
+    assert "rwkv_jax_product" in jax.jit(decode_step, static_argnames="cfg").lower(
+        decode_params(q, cfg), cfg, jnp.asarray(7), split_state(state)).as_text()
+
+
+def test_a_batch_of_steps_equals_each_step(quantized, tiny):
+    _, q = quantized
+    cfg, _ = tiny
+    states = jax.vmap(lambda t: forward(q, cfg, t)[1])(jnp.arange(1, 31).reshape(3, 10))
+    tokens = jnp.asarray([3, 5, 9])
+    batch, _ = jax.vmap(lambda t, s: rwkv_jax.step(q, cfg, t, s))(tokens, states)
+    for i in range(3):
+        one, _ = rwkv_jax.step(q, cfg, tokens[i], jax.tree.map(lambda a, i=i: a[i], states))
+        np.testing.assert_allclose(batch[i], one, atol=1e-5)
+
+
+def test_int8_logits_stay_close_to_fp32_on_a_random_model():
+    cfg = Config.default(2, 256, 1024)
+    params = perturbed_params(cfg, scale=0.05)
+    tokens = jnp.arange(1, 65)
+    want, _ = forward(params, cfg, tokens)
+    for dtype, bound in (("bfloat16", 0.02), ("int8", 0.05)):
+        got, _ = forward(quant.quantize(params, dtype), cfg, tokens)
+        assert float(jnp.abs(got - want).max()) < bound * float(jnp.abs(want).max()), dtype
+
+
+def test_quantized_checkpoints_save_and_load_bit_for_bit(quantized, tiny, tmp_path):
+    dtype, q = quantized
+    cfg, _ = tiny
+    save(tmp_path / "q", q, cfg, None)
+    meta = json.loads((tmp_path / "q" / "meta.json").read_text())
+    assert meta["quantized"] == dtype and meta["dtype"] == "float32"
+    back = load(tmp_path / "q").params
+    assert jax.tree.structure(back) == jax.tree.structure(q)
+    assert all(np.array_equal(a, b) for a, b in zip(jax.tree.leaves(back), jax.tree.leaves(q), strict=True))
+    with pytest.raises(ValueError, match="load on one device"):
+        load(tmp_path / "q", sharding=jax.sharding.SingleDeviceSharding(jax.devices()[0]))
+
+
+def test_a_damaged_quantized_field_is_named(tiny, tmp_path):
+    cfg, params = tiny
+    save(tmp_path / "q", quant.quantize(params, "int8"), cfg, None)
+    meta = json.loads((tmp_path / "q" / "meta.json").read_text())
+    (tmp_path / "q" / "meta.json").write_text(json.dumps({**meta, "quantized": "int3"}))
+    with pytest.raises(ValueError, match="field 'quantized'"):
+        load(tmp_path / "q")
+
+
+def test_convert_imports_an_official_checkpoint_as_int8_and_exports_floats(tiny, tmp_path):
+    cfg, params = tiny
+    pth = tmp_path / "model.pth"
+    convert.write_pth(params, pth, dtype="float32")
+    out = subprocess.run([sys.executable, "-m", "convert", str(pth), str(tmp_path / "int8"), "--dtype", "int8",
+                          "--vocab", "none"], capture_output=True, text=True)
+    assert out.returncode == 0, out.stderr
+    model = rwkv_jax.load(tmp_path / "int8")
+    assert quant.narrow_dtype(model.params) == "int8"
+    expected = quant.quantize(params, "int8")
+    assert all(np.array_equal(a, b) for a, b in zip(jax.tree.leaves(model.params), jax.tree.leaves(expected)))
+    back = convert.convert(tmp_path / "int8", tmp_path / "back.pth")
+    again = convert.load(back, vocab="none").params
+    np.testing.assert_allclose(again["head"], quant.dequantize(expected)["head"], atol=1e-7)
+    assert convert.load(pth, vocab="none", dtype="int8").params["head"].rows.dtype == jnp.int8
+
+
+def test_without_a_compiler_the_products_fall_back_to_xla(tmp_path):
+    code = ("import jax.numpy as jnp, rwkv_jax; from rwkv_jax import kernels, quant, forward; "
+            "from rwkv_jax.params import perturbed_params; cfg = rwkv_jax.Config.default(1, 128, 256); "
+            "p = perturbed_params(cfg); q = quant.quantize(p, 'int8'); "
+            "a = forward(q, cfg, jnp.arange(1, 3))[0]; b = forward(quant.dequantize(q), cfg, jnp.arange(1, 3))[0]; "
+            "print(kernels.available(), kernels.status(), float(abs(a - b).max()))")
+    env = {**os.environ, "CXX": "no-such-compiler", "RWKV_JAX_KERNEL_CACHE": str(tmp_path)}
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env)
+    assert out.returncode == 0, out.stderr
+    available, *status, err = out.stdout.split()
+    assert available == "False" and "no C++ compiler" in " ".join(status) and float(err) < 1e-4
+
+
+def test_state_of_quantized_params_is_float32(quantized, tiny):
+    _, q = quantized
+    cfg, _ = tiny
+    logits, state = forward(q, cfg, jnp.arange(1, 5), State.zeros(cfg))
+    assert logits.dtype == jnp.float32 and state.wkv.dtype == jnp.float32
