@@ -103,12 +103,18 @@ def similarity(scope: Scope, h: Float[Array, "B D"]) -> Float[Array, "B E"]:
 
 
 def route(scope: Scope, model: ModelLike, questions: Sequence[str], states: State, *, threshold: float = 0.5,
-          reader: Reader | None = None) -> tuple[Bool[Array, " B"], Float[Array, "B E"]]:
+          reader: Reader | None = None, owners: tuple[Int[Array, " E"], Int[Array, " B"]] | None = None
+          ) -> tuple[Bool[Array, " B"], Float[Array, "B E"]]:
     """Which questions (chat prompts, each read from its unedited state in `states`) go to the
-    edited state, and every question's similarity to every edit's key."""
+    edited state, and every question's similarity to every edit's key. `owners` (the conversation
+    of each edit, and of each question) lets one scope serve several conversations: a question
+    is compared with its own conversation's edits only (the others' similarity is -inf)."""
     h = streams(reader_of(model, reader), model.tokenizer, questions, states, scope.layer)
     sim = similarity(scope, h)
-    return sim.max(axis=-1) > threshold, sim
+    if owners is not None:
+        edits, asked = (jnp.asarray(o) for o in owners)
+        sim = jnp.where(edits[None, :] == asked[:, None], sim, -jnp.inf)
+    return sim.max(axis=-1, initial=-jnp.inf) > threshold, sim
 
 
 def answering_states(routed: Bool[Array, " B"], edited: State, unedited: State) -> State:

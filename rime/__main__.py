@@ -183,8 +183,11 @@ def _run(args: argparse.Namespace) -> int:
         bars[0].update(n)
 
     try:
+        if args.scoped and not sessions:
+            raise ValueError("--scoped applies to session runs (--split session or session_dev)")
+        extra = {"scoped": True} if args.scoped else {}
         (run_sessions if sessions else run)(out, model, args.model, cases, source, spec, batch_size=args.batch_size,
-                                            mesh=mesh, on_start=start, on_rows=rows)
+                                            mesh=mesh, on_start=start, on_rows=rows, **extra)
     except CaseError as err:  # refused by `rime.eval.runner.check` before anything was written
         err.where = locate(source, err.case_id)
         raise
@@ -222,6 +225,8 @@ def add_run(commands: argparse._SubParsersAction) -> None:
     p.add_argument("--modes", default=",".join(FILLER_MODES), help="filler modes")
     p.add_argument("--max-new-tokens", type=_positive, default=16, help="answer token budget")
     p.add_argument("--seed", type=int, default=0, help="seed of the random-delta control")
+    p.add_argument("--scoped", action="store_true", help="sessions: also run every method but none with scoped "
+                   "answering (editing.scoped: the unedited state answers questions routed away from the edits)")
     p.add_argument("--batch-size", type=_positive, default=64,
                    help="rows per jitted call (64 suits a small CPU; use thousands on an accelerator)")
     p.add_argument("--mesh", default="", help="device mesh, e.g. data=2,model=4: rows split over data, the "

@@ -5,8 +5,10 @@
 Both run on this CPU in one process, same weights (written as an official `.pth`), fp32. The
 official package is measured at each `--threads` count and the faster result anchors each ratio:
 a baseline at its best setting (on two shared cores, two torch threads spin and can lose to one).
-Prints a markdown report: prefill, training (forward + backward), decode at batch 1/8/32, and peak
-RSS while streaming tokens through `forward` with a carried state (the constant-memory promise).
+Prints a markdown report: prefill, training (forward + backward), decode at batch 1/8/32; prefill
+and batch-1 decode with float32, bfloat16 and int8 weights (`rwkv_jax.quant`), the bytes a token
+reads and the share of this CPU's measured read rate; and peak RSS while streaming tokens through
+`forward` with a carried state (the constant-memory promise).
 """
 
 from __future__ import annotations
@@ -25,7 +27,7 @@ import jax  # noqa: E402
 import jax.numpy as jnp  # noqa: E402
 import numpy as np  # noqa: E402
 
-from rwkv_jax import Config, State, forward  # noqa: E402
+from rwkv_jax import Config, State, forward, kernels, quant  # noqa: E402
 from rwkv_jax.batch import broadcast  # noqa: E402
 from rwkv_jax.batch import read as batch_read  # noqa: E402
 from rwkv_jax.generate import generate_tokens  # noqa: E402
@@ -71,6 +73,62 @@ def bench_official(path: Path, prompt: np.ndarray, n_decode: int, reps: int, thr
     return res
 
 
+def decode_rate(params, cfg: Config, prompt: np.ndarray, state: State, batch: int, n_decode: int, reps: int) -> float:
+    """Tokens a second (all rows) of the jitted decode loop at `batch` rows from `state`."""
+    no_stop = (jnp.zeros((0, 1, cfg.vocab_size), jnp.int32), jnp.zeros((0,), jnp.int32))
+    prompts = jnp.asarray(np.tile(prompt[:16], (batch, 1)))
+    lengths = jnp.full((batch,), 16, jnp.int32)
+    start = broadcast(state, batch)
+
+    def run():
+        out = generate_tokens(
+            params, cfg, prompts, lengths, start, jax.random.key(0), *no_stop,
+            jnp.ones(cfg.vocab_size), max_new_tokens=n_decode,
+        )
+        jax.block_until_ready(out)
+
+    # prefill of the 16-token prompt is included; measured separately and subtracted
+    read = jax.jit(lambda t, n, s: batch_read(params, cfg, t, n, s))
+    t_read = median_time(lambda: jax.block_until_ready(read(prompts, lengths, start)), reps)
+    return batch * n_decode / max(median_time(run, reps) - t_read, 1e-9)
+
+
+def read_bandwidth(reps: int, gib: float = 1.0) -> float:
+    """This CPU's memory read rate in GB/s: a jitted sum over `gib` GiB of float32, far past
+    every cache, on every core XLA uses."""
+    a = jnp.ones((int(gib * 2**28),), jnp.float32)
+    total = jax.jit(jnp.sum)
+    seconds = median_time(lambda: total(a).block_until_ready(), max(reps, 5))
+    return a.nbytes / seconds / 1e9
+
+
+def decode_bytes(params, cfg: Config) -> int:
+    """Bytes one batch-1 decode step reads: every leaf but the embedding, one embedding row, and
+    the state read and written."""
+    emb = params["emb"]
+    others = sum(int(x.nbytes) for x in jax.tree.leaves({**params, "emb": None}, is_leaf=quant.is_narrow)
+                 if x is not None)
+    state = State.zeros(cfg)
+    return others + emb.nbytes // cfg.vocab_size + 2 * sum(int(x.nbytes) for x in jax.tree.leaves(state))
+
+
+def bench_widths(params, cfg: Config, prompt: np.ndarray, n_decode: int, reps: int) -> dict:
+    """{dtype: {"prefill", "decode1", "bytes"}} for float32 params and their weight-only
+    quantized forms (`rwkv_jax.quant`), interleaved so that load on the machine hits every row alike."""
+    forms = {"float32": params, **{d: quant.quantize(params, d) for d in quant.DTYPES}}
+    toks = jnp.asarray(prompt)
+    _, state = forward(params, cfg, toks)
+    res = {d: {"bytes": decode_bytes(p, cfg), "prefill": [], "decode1": []} for d, p in forms.items()}
+    for _ in range(reps):
+        for d, p in forms.items():
+            f = jax.jit(lambda p, t: forward(p, cfg, t, logits="last")[0])
+            res[d]["prefill"].append(len(prompt) / median_time(lambda: f(p, toks).block_until_ready(), 1))
+            res[d]["decode1"].append(decode_rate(p, cfg, prompt, state, 1, n_decode, 1))
+    for r in res.values():
+        r["prefill"], r["decode1"] = statistics.median(r["prefill"]), statistics.median(r["decode1"])
+    return res
+
+
 def bench_ours(params, cfg: Config, prompt: np.ndarray, n_decode: int, reps: int) -> dict:
     toks = jnp.asarray(prompt)
     res = {}
@@ -97,23 +155,8 @@ def bench_ours(params, cfg: Config, prompt: np.ndarray, n_decode: int, reps: int
             int(jnp.argmax(logits))
 
     res["decode1_step"] = n_decode / median_time(host_loop, reps)
-    no_stop = (jnp.zeros((0, 1, cfg.vocab_size), jnp.int32), jnp.zeros((0,), jnp.int32))
     for batch in (1, 8, 32):
-        prompts = jnp.asarray(np.tile(prompt[:16], (batch, 1)))
-        lengths = jnp.full((batch,), 16, jnp.int32)
-        start = broadcast(state, batch)
-
-        def run(batch=batch, prompts=prompts, lengths=lengths, start=start):
-            out = generate_tokens(
-                params, cfg, prompts, lengths, start, jax.random.key(0), *no_stop,
-                jnp.ones(cfg.vocab_size), max_new_tokens=n_decode,
-            )
-            jax.block_until_ready(out)
-
-        # prefill of the 16-token prompt is included; measured separately and subtracted
-        read = jax.jit(lambda t, n, s: batch_read(params, cfg, t, n, s))
-        t_read = median_time(lambda: jax.block_until_ready(read(prompts, lengths, start)), reps)
-        res[f"decode{batch}_loop"] = batch * n_decode / max(median_time(run, reps) - t_read, 1e-9)
+        res[f"decode{batch}_loop"] = decode_rate(params, cfg, prompt, state, batch, n_decode, reps)
     return res
 
 
@@ -156,6 +199,8 @@ def main() -> None:
         write_pth(params, path, dtype="float32")
         by_threads = bench_official(path, prompt, args.decode, args.reps, threads)
     ours = bench_ours(params, cfg, prompt, args.decode, args.reps)
+    widths = bench_widths(params, cfg, prompt, args.decode, args.reps)
+    bandwidth = read_bandwidth(args.reps)
     official = {k: max(r[k] for r in by_threads.values()) for k in ("prefill", "decode1")}
 
     print(f"## 0.1B shape (L=12, D=768, V=65536, fp32), {jax.devices()[0].device_kind}, jax {jax.__version__}\n")
@@ -178,6 +223,17 @@ def main() -> None:
         print(f"| {name} | {ref:.1f} | {val:.1f} | {val / ref:.2f}x |")
     for impl in ("chunked", "scan"):
         print(f"| training {args.prefill - 1} tokens fwd+bwd, {impl} wkv | n/a | {ours[f'train_{impl}']:.1f} | |")
+    print(f"\n## Weight width at batch 1 (0.1B shape; {kernels.status()})\n")
+    print(f"Measured memory read rate: {bandwidth:.1f} GB/s (a jitted sum over 1 GiB of float32).\n")
+    print("| weights | prefill (tok/s) | vs official | decode batch 1 (tok/s) | vs official | vs our fp32 "
+          "| MB read per token | GB/s | share of read rate |")
+    print("|---|---|---|---|---|---|---|---|---|")
+    base = widths["float32"]["decode1"]
+    for d, r in widths.items():
+        rate = r["bytes"] * r["decode1"] / 1e9
+        print(f"| {d} | {r['prefill']:.1f} | {r['prefill'] / official['prefill']:.2f}x | {r['decode1']:.1f} | "
+              f"{r['decode1'] / official['decode1']:.2f}x | {r['decode1'] / base:.2f}x | {r['bytes'] / 1e6:.0f} | "
+              f"{rate:.1f} | {rate / bandwidth:.0%} |")
     print(f"\n## Streaming {args.stream_tokens} tokens in {args.stream_chunk}-token chunks (L=2, D=128)\n")
     print("| tokens read | RSS (MiB) | peak RSS (MiB) |")
     print("|---|---|---|")

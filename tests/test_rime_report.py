@@ -13,6 +13,7 @@ from rime.eval.analysis import Analysis, Difference, Rate, difference
 from rime.eval.report import headline_summary, markdown, write_report
 from rime.eval.rows import CONFIG, ROWS
 from rime.eval.scoring import bootstrap_difference
+from rime.eval.sessions import first_below, lifelong_curves
 
 SCORES = ("correct_raw", "correct_stripped", "old_stripped", "new_stripped", "others_stripped")
 PARAMS = {"distractor_count": 2, "overwrite_count": 0, "composition_hop": False, "multi_prop_count": 1,
@@ -289,3 +290,24 @@ def test_difference_of_rows_prints_points_interval_and_cases():
     assert d == Difference(0.75, 0.5, 1.0, 2)
     assert str(d) == "+75.0 pts [+50.0, +100.0] n=2 cases"
     assert str(difference([], rows)) == "n/a"
+
+
+def test_the_lifelong_figure_draws_measured_points_only_with_their_bands():
+    rows = [{"method": m, "actions": k, "role": role, "correct": ok}
+            for m, k, role, ok in [("delta", 1, "reliability", True), ("delta", 1, "locality", True),
+                                   ("delta", 4, "reliability", False), ("delta", 4, "retention", True),
+                                   ("delta", 4, "locality", False), ("none", 1, "locality", True),
+                                   ("none", 4, "locality", True)]]
+    curves = lifelong_curves(rows)
+    assert curves["retention"]["delta"] == [(4, Rate(1, 1))]  # no retention question at K = 1
+    assert curves["reliability"]["delta"] == [(1, Rate(1, 1)), (4, Rate(1, 2))]
+    assert first_below(curves["reliability"]["delta"]) == 4 and first_below([(1, Rate(1, 1))]) is None
+    fig = figures.lifelong(curves)
+    reliability, retention, locality = fig.axes
+    (delta_line, none_line) = reliability.get_lines()[:1] + locality.get_lines()[1:2]
+    assert list(delta_line.get_xdata()) == [1, 4] and list(delta_line.get_ydata()) == [1.0, 0.5]
+    assert [list(line.get_xdata()) for line in retention.get_lines() if line.get_label() == "delta"] == [[4]]
+    assert "not run: none" in retention.get_title() and "not run" not in locality.get_title()
+    assert none_line.get_label() == "none" and list(none_line.get_ydata()) == [1.0, 1.0]
+    assert len(reliability.collections) == 1  # delta's band; none has no reliability point
+    plt.close(fig)

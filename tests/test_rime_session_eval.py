@@ -16,7 +16,15 @@ from rime.eval.evaluate import Evaluator
 from rime.eval.protocol import Spec
 from rime.eval.rows import read_rows
 from rime.eval.scoring import wilson
-from rime.eval.sessions import SessionEvaluator, action_edit, method_table, recall_table, session_text
+from rime.eval.sessions import (
+    SessionEvaluator,
+    action_edit,
+    in_effect,
+    method_table,
+    recall_table,
+    session_report,
+    session_text,
+)
 from rwkv_jax.state import COMPONENTS
 
 
@@ -110,3 +118,36 @@ def test_rime_run_on_a_session_split_writes_rows_resumes_and_reports(tmp_path, c
     assert "already complete" in capsys.readouterr().out
     assert main(["report", str(out)]) == 0
     assert main([*argv[:-1], str(out), "--methods", "delta"]) == 2  # another config is refused
+
+
+def test_in_effect_drops_reverted_edits_and_keeps_erases():
+    assert in_effect(rime.Session.from_dict(HAND)) == [1, 3]  # edit 0 is reverted by action 2
+
+
+def test_scoped_answers_come_from_the_edited_state_where_routed_and_the_unedited_one_elsewhere(evaluator):
+    sessions = rime.load("session_dev")[:6]
+    delta = get_method("delta")
+    rows = lambda runner: [r for group in runner.run(sessions) for r in group]
+    scoped, plain = rows(SessionEvaluator(evaluator, delta, scoped=True)), rows(SessionEvaluator(evaluator, delta))
+    unedited = rows(SessionEvaluator(evaluator, get_method("none")))
+    assert {r["method"] for r in scoped} == {"scoped(delta)"}
+    routed = [r["routed"] for r in scoped]
+    assert any(routed) and not all(routed)
+    for s, p, u in zip(scoped, plain, unedited, strict=True):
+        assert s["generation"] == (p if s["routed"] else u)["generation"], s["query"]
+        assert s["route_expected"] == (s["role"] in ("reliability", "retention", "erased"))
+    # the edited person's question goes to the edited state
+    assert all(r["routed"] for r in scoped if r["role"] == "reliability")
+    assert "## Routing of the scoped methods" in session_report(scoped)
+
+
+def test_a_scoped_session_run_records_both_variants_and_resumes(tmp_path):
+    out = tmp_path / "run"
+    argv = ["run", "--split", "session_dev", "--limit", "1", "--methods", "delta", "--scoped", "--out", str(out)]
+    assert main(argv) == 0
+    rows = read_rows(out)
+    assert {r["method"] for r in rows} == {"none", "delta", "random", "scoped(delta)", "scoped(random)"}
+    assert main(argv) == 0 and len(read_rows(out)) == len(rows)
+    assert main(argv[:-3] + ["--out", str(out)]) == 2  # without --scoped it is another config
+    assert (out / "fig_sessions_lifelong.png").is_file()
+    assert main(["run", "--split", "dev", "--limit", "1", "--scoped", "--out", str(tmp_path / "single")]) == 2

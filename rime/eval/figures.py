@@ -25,6 +25,7 @@ from rime.eval.protocol import WRONG_ENTITY  # noqa: E402
 FILES = {"headline": "fig1_headline.png", "difficulty": "fig2_difficulty.png",
          "decay": "fig3_filler_decay.png", "blast": "fig4_blast_radius.png", "frontier": "fig5_frontier.png"}
 ERASE_FILE = "fig6_erasing.png"
+LIFELONG_FILE = "fig_sessions_lifelong.png"
 OUTCOME_COLOURS = ("#2e9d5b", "#ef7f6a", "#c9c9c9", "#8c8c8c")
 ANSWER_COLOURS = ("#d1495b", "#2e9d5b", "#edae49", "#c9c9c9")
 NOT_RUN = "not run"
@@ -276,3 +277,44 @@ def write_all(a: Analysis, folder: Path) -> dict[str, str]:
         fig.savefig(folder / files[key], dpi=DPI, bbox_inches="tight")
         plt.close(fig)
     return files
+
+
+def lifelong(curves: dict[str, dict[str, list[tuple[int, Rate]]]]) -> plt.Figure:
+    """The lifelong curves of a session run (`rime.eval.sessions.lifelong_curves`): one panel per
+    curve, one line per method over the number of actions with its 95% Wilson band. A method
+    with no point in a panel is listed as not run there; an action count without rows has no
+    point."""
+    methods = list(dict.fromkeys(m for per in curves.values() for m in per))
+    colours = {m: plt.get_cmap("tab10")(i % 10) for i, m in enumerate(methods)}
+    ks = sorted({p[0] for per in curves.values() for points in per.values() for p in points})
+    fig, axes = plt.subplots(1, len(curves), figsize=(4.2 * len(curves), 3.8), sharey=True)
+    for ax, (curve, per) in zip(np.atleast_1d(axes), curves.items(), strict=True):
+        missing = []
+        for method in methods:
+            points = per.get(method, [])
+            if not points:
+                missing.append(method)
+                continue
+            k = np.array([p[0] for p in points])
+            v, lo, hi = np.array([_bounds(p[1]) for p in points]).T
+            style = {"linestyle": "--"} if method == "none" else {}
+            ax.plot(k, v, marker="o", color=colours[method], label=method, **style)
+            ax.fill_between(k, lo, hi, color=colours[method], alpha=0.15, linewidth=0)
+        ax.set_xscale("log", base=2)
+        if ks:
+            ax.set_xticks(ks)
+            ax.set_xlim(ks[0] / 1.3, ks[-1] * 1.3)
+        ax.xaxis.set_major_formatter(FuncFormatter(lambda x, _: f"{x:g}"))
+        ax.xaxis.set_minor_locator(plt.NullLocator())
+        ax.set_xlabel("actions in the session (K)")
+        ax.set_title(curve + (f"\n({NOT_RUN}: {', '.join(missing)})" if missing else ""), fontsize=10)
+        ax.set_ylim(0, 1.02)
+        ax.yaxis.set_major_formatter(PercentFormatter(1.0))
+        ax.axhline(0.8, color="#999999", linewidth=0.8, linestyle=":")
+        ax.grid(alpha=0.3)
+    np.atleast_1d(axes)[0].set_ylabel("answered as expected (95% band)")
+    handles, labels = np.atleast_1d(axes)[0].get_legend_handles_labels()
+    fig.legend(handles, labels, loc="lower center", ncol=min(len(methods), 6), bbox_to_anchor=(0.5, -0.08),
+               frameon=False)
+    fig.tight_layout()
+    return fig

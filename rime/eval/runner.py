@@ -25,7 +25,7 @@ from rime.data.turns import filler_turns
 from rime.eval.evaluate import DEFAULT_BATCH, Evaluator
 from rime.eval.protocol import Spec, row_keys
 from rime.eval.rows import RunFolder
-from rime.eval.sessions import SessionEvaluator
+from rime.eval.sessions import SessionEvaluator, scoped_label
 from rwkv_jax.bundle import Model
 from rwkv_jax.chat import STOP
 from rwkv_jax.mesh import check_mesh, to_host
@@ -150,33 +150,44 @@ def run(out: str | os.PathLike, model: Model, model_ref: str, cases: Sequence[Ca
     return folder
 
 
-def session_config(model: Model, model_ref: str, sessions: Sequence[Session], source: str, spec: Spec) -> dict:
+def session_config(model: Model, model_ref: str, sessions: Sequence[Session], source: str, spec: Spec,
+                   scoped: bool = False) -> dict:
     """A session run's identity: the model, the sessions and the methods (fillers are the sessions' own)."""
+    labels = [m.label for m in spec.methods]
     return {
         "model": {"ref": model_ref, **model_fingerprint(model)},
         "dataset": {"source": source, "sessions": len(sessions), "sha256": cases_digest(sessions)},
-        "methods": [m.label for m in spec.methods], "max_new_tokens": spec.max_new_tokens, "stop": STOP,
+        "methods": labels + ([scoped_label(m.label) for m in _scopable(spec)] if scoped else []),
+        "max_new_tokens": spec.max_new_tokens, "stop": STOP,
         "package": {PACKAGE: package_version()},
     }
+
+
+def _scopable(spec: Spec) -> list:
+    """The methods a scoped run also evaluates scoped: all but `none`, which edits nothing."""
+    return [m for m in spec.methods if m.name != "none"]
 
 
 def run_sessions(out: str | os.PathLike, model: Model, model_ref: str, sessions: Sequence[Session], source: str,
                  spec: Spec, *, batch_size: int = DEFAULT_BATCH, devices: Sequence[jax.Device] | None = None,
                  mesh: Mesh | None = None, on_start: Callable[[Progress], None] | None = None,
-                 on_rows: Callable[[int], None] | None = None) -> RunFolder:
+                 on_rows: Callable[[int], None] | None = None, scoped: bool = False) -> RunFolder:
     """`run` for many-edit sessions: every method of `spec` on every session not yet finished in
     `out` (`rime.eval.sessions`), one row per query and method; resumes, locks and refuses a changed
-    config like `run`. A group's rows are appended once every method has run on it."""
+    config like `run`. A group's rows are appended once every method has run on it. `scoped` also
+    runs every method but `none` with scoped answering (`SessionEvaluator`)."""
     _check_ids_and_methods(model, sessions, spec.methods)
     if mesh is not None:
         check_mesh(model.cfg, mesh)
     writer = jax.process_index() == 0
-    with RunFolder(out, session_config(model, model_ref, sessions, source, spec), writer=writer) as folder:
-        todo = _pending(folder, {s.id: len(s.queries) * len(spec.methods) for s in sessions}, sessions, on_start)
+    config = session_config(model, model_ref, sessions, source, spec, scoped)
+    with RunFolder(out, config, writer=writer) as folder:
+        todo = _pending(folder, {s.id: len(s.queries) * len(config["methods"]) for s in sessions}, sessions, on_start)
         if not todo:
             return folder
         evaluator = Evaluator(model, spec, batch_size=batch_size, devices=devices, mesh=mesh)
         runners = [SessionEvaluator(evaluator, method) for method in spec.methods]
+        runners += [SessionEvaluator(evaluator, method, scoped=True) for method in _scopable(spec)] if scoped else []
         for start in range(0, len(todo), evaluator.group_size):
             group = todo[start:start + evaluator.group_size]
             rows = [row for runner in runners for row in runner.rows(group)]

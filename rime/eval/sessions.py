@@ -21,17 +21,22 @@ import jax
 import numpy as np
 
 from editing import CaseEdit, Edit, EditMethod, apply_recorded, get_method, revert
+from editing.scoped import route, scope
 from rime.chat import chat_text
 from rime.data.schema import Session
 from rime.data.turns import filler_messages, passage_messages
+from rime.eval.analysis import Rate
 from rime.eval.evaluate import Evaluator
-from rime.eval.protocol import Question, case_edit
+from rime.eval.figures import DPI, LIFELONG_FILE, lifelong, plt
+from rime.eval.protocol import Question, case_edit, question_prompt
 from rime.eval.rows import read_rows
 from rime.eval.scoring import score, wilson
 from rwkv_jax.batch import put_rows, take
 from rwkv_jax.state import State
 
 ERASER = "erase"
+ROUTE_THRESHOLD = 0.5  # the cosine `editing.scoped` was tuned to on dev
+ROUTED_ROLES = ("reliability", "retention", "erased")  # questions about a change still in effect
 
 
 @dataclasses.dataclass(frozen=True)
@@ -54,6 +59,17 @@ def action_edit(session: Session, i: int) -> CaseEdit:
     return case_edit(e.entity, e.property, e.value_old, e.value_new or e.value_old, pair, session_text(session))
 
 
+def in_effect(session: Session) -> list[int]:
+    """The actions whose change the final state still holds: every edit no later action reverts,
+    and every erase."""
+    reverted = {e.reverts for e in session.edits if e.action == "revert"}
+    return [i for i, e in enumerate(session.edits) if e.action == "erase" or (e.action == "edit" and i not in reverted)]
+
+
+def scoped_label(label: str) -> str:
+    return f"scoped({label})"
+
+
 def questions(session: Session) -> list[Question]:
     """Every query, scored against the answer key; `old` is the value the passages stated."""
     stated = {f.key: f.value for f in session.facts}
@@ -63,11 +79,21 @@ def questions(session: Session) -> list[Question]:
 
 class SessionEvaluator:
     """Answers every query of every session after a method's actions, through an `Evaluator`'s
-    reader and answer kernel."""
+    reader and answer kernel.
 
-    def __init__(self, evaluator: Evaluator, method: EditMethod):
-        self.evaluator, self.method = evaluator, method
+    `scoped` (`editing.scoped`) also keeps each session's unedited state (the passages and filler
+    turns, no action) and answers a question from the edited state only when it routes there: its
+    stream at the last block's input, read from the unedited state, points along the key of an
+    edit or erase still in effect in its session (cosine above `threshold`). The rows record the
+    routing (`routed`) and whether the question is about such a fact (`route_expected`). The cost:
+    a second state per session, and one `[D]` key per action in effect.
+    """
+
+    def __init__(self, evaluator: Evaluator, method: EditMethod, *, scoped: bool = False,
+                 threshold: float = ROUTE_THRESHOLD):
+        self.evaluator, self.method, self.scoped, self.threshold = evaluator, method, scoped, threshold
         self.eraser = None if method.name == "none" else get_method(ERASER)
+        self.label = scoped_label(method.label) if scoped else method.label
 
     def run(self, sessions: Sequence[Session]) -> Iterator[list[dict]]:
         """Group by group, the rows of the group's sessions (one per query, in session order)."""
@@ -75,14 +101,14 @@ class SessionEvaluator:
         for start in range(0, len(sessions), size):
             yield self.rows(sessions[start:start + size])
 
-    def final_states(self, group: Sequence[Session]) -> State:
-        """Host states `[G]` after each session's passages, actions and filler turns."""
+    def final_states(self, group: Sequence[Session], acting: bool = True) -> State:
+        """Host states `[G]` after each session's passages, actions (unless not `acting`) and filler turns."""
         ev = self.evaluator
         states = ev.read([session_text(s) for s in group], State.zeros(ev.model.cfg))
         records: list[dict[int, Edit]] = [{} for _ in group]  # per session: action -> its row's record
         for i in range(max(len(s.edits) for s in group)):
             live = [g for g, s in enumerate(group) if i < len(s.edits)]
-            for action in ("edit", "erase", "revert"):
+            for action in ("edit", "erase", "revert") if acting else ():
                 rows = [g for g in live if group[g].edits[i].action == action]
                 if rows:
                     states = self._act(states, group, rows, i, action, records)
@@ -111,17 +137,44 @@ class SessionEvaluator:
         """The rows of one group of sessions, evaluated together."""
         pool = self.final_states(group)
         jobs = [_Job(s, q, g) for g, s in enumerate(group) for q in questions(s)]
-        return [self._row(job, ids, stopped) for job, (ids, stopped, _) in
-                zip(jobs, self.evaluator.answer(jobs, pool), strict=True)]
+        routed = None
+        if self.scoped:
+            unedited = self.final_states(group, acting=False)
+            routed = self._route(group, jobs, unedited)
+            pool = jax.tree.map(lambda e, u: np.concatenate([e, u]), pool, unedited)
+            jobs = [dataclasses.replace(j, state=j.state if r else len(group) + j.state)
+                    for j, r in zip(jobs, routed, strict=True)]
+        answers = self.evaluator.answer(jobs, pool)
+        return [self._row(job, ids, stopped, None if routed is None else bool(routed[i]))
+                for i, (job, (ids, stopped, _)) in enumerate(zip(jobs, answers, strict=True))]
 
-    def _row(self, job: _Job, ids: list[int], stopped: bool) -> dict:
+    def _route(self, group: Sequence[Session], jobs: Sequence[_Job], unedited: State) -> np.ndarray:
+        """Per job, whether its question goes to the edited state (see the class docstring)."""
+        cases, owners = [], []
+        for g, s in enumerate(group):
+            for i in in_effect(s):
+                cases.append(action_edit(s, i))
+                owners.append(g)
+        if not cases:
+            return np.zeros(len(jobs), bool)
+        ev = self.evaluator
+        keys = scope(take(unedited, owners), ev.model, cases, reader=ev.reader)
+        asked = [j.state for j in jobs]
+        routed, _ = route(keys, ev.model, [question_prompt(j.question) for j in jobs], take(unedited, asked),
+                          threshold=self.threshold, reader=ev.reader, owners=(np.array(owners), np.array(asked)))
+        return np.asarray(routed)
+
+    def _row(self, job: _Job, ids: list[int], stopped: bool, routed: bool | None) -> dict:
         s, q = job.session, job.question
         text = self.evaluator.text(ids)
         scored = score(text, q.expected, q.old, q.new)
-        return {"case_id": s.id, "method": self.method.label, "facts": len(s.facts), "actions": len(s.edits),
-                "role": q.kind, "index": q.index, "query": q.text, "expected": q.expected[0], "stated": q.old[0],
-                "generation": text, "stopped": stopped, "correct": scored.correct_stripped,
-                "stated_kept": scored.old_stripped}
+        row = {"case_id": s.id, "method": self.label, "facts": len(s.facts), "actions": len(s.edits),
+               "role": q.kind, "index": q.index, "query": q.text, "expected": q.expected[0], "stated": q.old[0],
+               "generation": text, "stopped": stopped, "correct": scored.correct_stripped,
+               "stated_kept": scored.old_stripped}
+        if routed is not None:
+            row |= {"routed": routed, "route_expected": q.kind in ROUTED_ROLES}
+        return row
 
 
 def _rate(hits: Sequence[bool]) -> str:
@@ -170,17 +223,79 @@ def method_table(rows: Sequence[dict]) -> str:
     return "\n".join(lines)
 
 
+CURVE_ROLES = {"reliability": ("reliability", "retention"), "retention": ("retention",), "locality": ("locality",)}
+FLOOR = 0.8  # the reliability a method must keep; the report names the K where it falls below
+
+
+def lifelong_curves(rows: Sequence[dict]) -> dict[str, dict[str, list[tuple[int, Rate]]]]:
+    """{curve: {method: [(actions, Rate)]}}: reliability, retention and locality against the number
+    of actions, one point per measured action count (retention has none at K = 1)."""
+    curves: dict[str, dict[str, list[tuple[int, Rate]]]] = {c: {} for c in CURVE_ROLES}
+    for method in dict.fromkeys(r["method"] for r in rows):
+        mine = [r for r in rows if r["method"] == method]
+        for curve, roles in CURVE_ROLES.items():
+            points = []
+            for k in sorted({r["actions"] for r in mine}):
+                hits = [bool(r["correct"]) for r in mine if r["actions"] == k and r["role"] in roles]
+                if hits:
+                    points.append((k, Rate(sum(hits), len(hits))))
+            curves[curve][method] = points
+    return curves
+
+
+def first_below(points: Sequence[tuple[int, Rate]], floor: float = FLOOR) -> int | None:
+    """The fewest actions at which the rate is below `floor`; None if it never is."""
+    return next((k for k, r in points if r.value < floor), None)
+
+
+def floor_table(rows: Sequence[dict]) -> str:
+    """Markdown: per method, the K at which reliability first falls below FLOOR, and at the largest K
+    each curve's value."""
+    curves = lifelong_curves(rows)
+    lines = [f"| method | first K below {FLOOR:.0%} reliability | largest K | reliability | retention | locality |",
+             "|---|---|---|---|---|---|"]
+    for method, points in curves["reliability"].items():
+        if method == "none" or not points:
+            continue
+        k_max = points[-1][0]
+        last = {c: dict(curves[c][method]).get(k_max) for c in CURVE_ROLES}
+        below = first_below(points)
+        lines.append(f"| {method} | {below if below is not None else f'none up to {k_max}'} | {k_max} | "
+                     + " | ".join(str(last[c]) if last[c] else "-" for c in CURVE_ROLES) + " |")
+    return "\n".join(lines)
+
+
+def routing_table(rows: Sequence[dict]) -> str:
+    """Markdown: per scoped method and action count, routing precision (of the questions sent to
+    the edited state, the share about a change in effect) and recall (of those, the share sent)."""
+    lines = ["| method | actions | routing precision | routing recall |", "|---|---|---|---|"]
+    for method in dict.fromkeys(r["method"] for r in rows if "routed" in r):
+        for k in sorted({r["actions"] for r in rows if r["method"] == method}):
+            mine = [r for r in rows if r["method"] == method and r["actions"] == k]
+            sent = [r["route_expected"] for r in mine if r["routed"]]
+            wanted = [r["routed"] for r in mine if r["route_expected"]]
+            lines.append(f"| {method} | {k} | {_rate(sent)} | {_rate(wanted)} |")
+    return "\n".join(lines)
+
+
 def session_report(rows: Sequence[dict]) -> str:
     """The markdown report of a session run: unedited recall per fact count, then every method."""
     parts = ["# Many-edit sessions"]
     if any(r["method"] == "none" for r in rows):
         parts += ["## Unedited recall per fact count", recall_table(rows)]
-    parts += ["## Per method and number of actions", COLUMNS, method_table(rows)]
+    parts += ["## Per method and number of actions", COLUMNS, method_table(rows),
+              "## How far each method goes", floor_table(rows),
+              *(["## Routing of the scoped methods", routing_table(rows)] if any("routed" in r for r in rows) else []),
+              f"![reliability, retention and locality against the number of actions]({LIFELONG_FILE})"]
     return "\n\n".join(parts) + "\n"
 
 
 def write_session_report(folder: str | os.PathLike) -> Path:
-    """Writes `report.md` of a session run folder from its rows."""
+    """Writes `report.md` of a session run folder from its rows, and the lifelong figure."""
+    rows = read_rows(folder)
     path = Path(folder) / "report.md"
-    path.write_text(session_report(read_rows(folder)), encoding="utf-8")
+    fig = lifelong(lifelong_curves(rows))
+    fig.savefig(Path(folder) / LIFELONG_FILE, dpi=DPI, bbox_inches="tight")
+    plt.close(fig)
+    path.write_text(session_report(rows), encoding="utf-8")
     return path
