@@ -29,6 +29,7 @@ from jax.sharding import PartitionSpec as P
 
 from rwkv_jax.config import Config
 from rwkv_jax.params import Params, param_shapes
+from rwkv_jax.quant import is_quantized
 from rwkv_jax.state import State
 
 DATA, MODEL = "data", "model"
@@ -123,8 +124,14 @@ def place(tree, shardings):
 
 
 def shard_params(params: Params, cfg: Config, mesh: Mesh) -> Params:
-    """The params laid over `mesh` by `param_specs`."""
-    return place(params, param_shardings(cfg, mesh))
+    """The params laid over `mesh` by `param_specs`; quantized params (`rwkv_jax.quant`) are
+    replicated, on a mesh without a model axis to split them over."""
+    if not is_quantized(params):
+        return place(params, param_shardings(cfg, mesh))
+    if mesh.shape.get(MODEL, 1) > 1:
+        raise ValueError(f"quantized params are not split over a model axis (mesh {dict(mesh.shape)}); "
+                         "use a data-only mesh, or float params")
+    return place(params, jax.tree.map(lambda _: NamedSharding(mesh, P()), params))
 
 
 def to_host(x) -> np.ndarray:

@@ -146,7 +146,9 @@ def dequantize(params: Any) -> Any:
     return jax.tree.map(lambda x: x.dense() if is_narrow(x) else x, params, is_leaf=is_narrow)
 
 
-def _native(x: Float[Array, "... D"], rows: Array, scale: Float[Array, " F"]) -> Float[Array, "... F"]:
+def native_product(x: Float[Array, "... D"], rows: Array, scale: Float[Array, " F"]) -> Float[Array, "... F"]:
+    """`x @ (rows * scale[:, None]).T` in `rwkv_jax.kernels` (which must be available), float32:
+    what `linear` runs at a few rows on a CPU."""
     out = jax.ShapeDtypeStruct(x.shape[:-1] + rows.shape[-2:-1], F32)
     name = kernels.target_name(jnp.dtype(rows.dtype).name)
     return jax.ffi.ffi_call(name, out, vmap_method="sequential")(x.astype(F32), rows, scale)
@@ -155,7 +157,7 @@ def _native(x: Float[Array, "... D"], rows: Array, scale: Float[Array, " F"]) ->
 @jax.custom_batching.custom_vmap
 def _product(x: Float[Array, "... D"], rows: Array, scale: Float[Array, " F"]) -> Float[Array, "... F"]:
     if math.prod(x.shape[:-1]) <= KERNEL_ROWS and kernels.available() and jax.default_backend() == "cpu":
-        return _native(x, rows, scale)
+        return native_product(x, rows, scale)
     return jnp.einsum("...d,fd->...f", x.astype(F32), rows.astype(F32) * scale[:, None])
 
 

@@ -16,6 +16,7 @@ import rwkv_jax
 from rwkv_jax import Config, State, forward, kernels, quant
 from rwkv_jax.checkpoint import load, save
 from rwkv_jax.decode import decode_params, decode_step
+from rwkv_jax.mesh import make_mesh, shard_params
 from rwkv_jax.params import check_params, perturbed_params
 from rwkv_jax.state import split_state
 
@@ -63,7 +64,7 @@ def test_native_product_matches_xla_on_the_same_weights(dtype, rows, d, f):
     narrow = quant.quantize({"w": rng.standard_normal((d, f)).astype(np.float32)}, dtype)["w"] \
         if min(d, f) >= quant.SMALLEST else quant._narrow(rng.standard_normal((d, f)), dtype, True)
     x = jnp.asarray(rng.standard_normal((rows, d)), jnp.float32)
-    native = jax.jit(quant._native)(x, narrow.rows, narrow.scale)
+    native = jax.jit(quant.native_product)(x, narrow.rows, narrow.scale)
     want = np.asarray(x, np.float64) @ np.asarray(narrow.dense(), np.float64)
     np.testing.assert_allclose(np.asarray(native), want, rtol=1e-4, atol=1e-4 * np.abs(want).max())
 
@@ -167,3 +168,11 @@ def test_state_of_quantized_params_is_float32(quantized, tiny):
     cfg, _ = tiny
     logits, state = forward(q, cfg, jnp.arange(1, 5), State.zeros(cfg))
     assert logits.dtype == jnp.float32 and state.wkv.dtype == jnp.float32
+
+
+def test_quantized_params_replicate_over_a_data_mesh(quantized, tiny):
+    _, q = quantized
+    cfg, _ = tiny
+    placed = shard_params(q, cfg, make_mesh(1, 1))
+    assert jax.tree.structure(placed) == jax.tree.structure(q)
+    assert all(leaf.sharding.is_fully_replicated for leaf in jax.tree.leaves(placed))
