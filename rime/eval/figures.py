@@ -26,6 +26,7 @@ FILES = {"headline": "fig1_headline.png", "difficulty": "fig2_difficulty.png",
          "decay": "fig3_filler_decay.png", "blast": "fig4_blast_radius.png", "frontier": "fig5_frontier.png"}
 ERASE_FILE = "fig6_erasing.png"
 LIFELONG_FILE = "fig_sessions_lifelong.png"
+DODGE = 0.05  # log2 units between neighbouring methods' points in the lifelong figure
 OUTCOME_COLOURS = ("#2e9d5b", "#ef7f6a", "#c9c9c9", "#8c8c8c")
 ANSWER_COLOURS = ("#d1495b", "#2e9d5b", "#edae49", "#c9c9c9")
 NOT_RUN = "not run"
@@ -281,9 +282,9 @@ def write_all(a: Analysis, folder: Path) -> dict[str, str]:
 
 def lifelong(curves: dict[str, dict[str, list[tuple[int, Rate]]]]) -> plt.Figure:
     """The lifelong curves of a session run (`rime.eval.sessions.lifelong_curves`): one panel per
-    curve, one line per method over the number of actions with its 95% Wilson band. A method
-    with no point in a panel is listed as not run there; an action count without rows has no
-    point."""
+    curve, one line per method over the number of actions with its 95% Wilson band, each
+    method's points set slightly apart around the action count. A method with no point in a panel
+    is listed as not run there; an action count without rows has no point."""
     methods = list(dict.fromkeys(m for per in curves.values() for m in per))
     colours = {m: plt.get_cmap("tab10")(i % 10) for i, m in enumerate(methods)}
     ks = sorted({p[0] for per in curves.values() for points in per.values() for p in points})
@@ -295,7 +296,8 @@ def lifelong(curves: dict[str, dict[str, list[tuple[int, Rate]]]]) -> plt.Figure
             if not points:
                 missing.append(method)
                 continue
-            k = np.array([p[0] for p in points])
+            # methods side by side around each K, so equal curves do not hide one another
+            k = np.array([p[0] for p in points]) * 2 ** (DODGE * (methods.index(method) - (len(methods) - 1) / 2))
             v, lo, hi = np.array([_bounds(p[1]) for p in points]).T
             style = {"linestyle": "--"} if method == "none" else {}
             ax.plot(k, v, marker="o", color=colours[method], label=method, **style)
