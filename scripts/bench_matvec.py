@@ -85,7 +85,7 @@ def run(shapes: list[tuple[int, int]], reps: int, native: bool) -> list[tuple]:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--shape", action="append", help="DxF (default: 768x3072 and 768x65536)")
-    ap.add_argument("--reps", type=int, default=30)
+    ap.add_argument("--reps", type=int, default=5)
     ap.add_argument("--xla-flags", action="store_true", help="also time the XLA rows under each flag set")
     ap.add_argument("--rows-only", action="store_true", help=argparse.SUPPRESS)  # the subprocess form
     args = ap.parse_args()

@@ -283,29 +283,34 @@ def write_all(a: Analysis, folder: Path) -> dict[str, str]:
 def lifelong(curves: dict[str, dict[str, list[tuple[int, Rate]]]]) -> plt.Figure:
     """The lifelong curves of a session run (`rime.eval.sessions.lifelong_curves`): one panel per
     curve, one line per method over the number of actions with its 95% Wilson band, each
-    method's points set slightly apart around the action count. A method with no point in a panel
-    is listed as not run there; an action count without rows has no point."""
+    method's points set slightly apart around the action count. A scoped method (`scoped(M)`)
+    takes M's colour with a dotted line and open markers; `none` is dashed. A method with no
+    point in a panel is listed as not run there; an action count without rows has no point."""
     methods = list(dict.fromkeys(m for per in curves.values() for m in per))
-    colours = {m: plt.get_cmap("tab10")(i % 10) for i, m in enumerate(methods)}
+    bases = list(dict.fromkeys(_scoped_base(m) for m in methods))
+    colours = {m: plt.get_cmap("tab10" if len(bases) <= 10 else "tab20")(i) for i, m in enumerate(bases)}
     ks = sorted({p[0] for per in curves.values() for points in per.values() for p in points})
+    dodge = DODGE * min(1.0, 6 / max(len(methods), 1))
     fig, axes = plt.subplots(1, len(curves), figsize=(4.2 * len(curves), 3.8), sharey=True)
     for ax, (curve, per) in zip(np.atleast_1d(axes), curves.items(), strict=True):
         missing = []
-        for method in methods:
+        for i, method in enumerate(methods):
             points = per.get(method, [])
             if not points:
                 missing.append(method)
                 continue
             # methods side by side around each K, so equal curves do not hide one another
-            k = np.array([p[0] for p in points]) * 2 ** (DODGE * (methods.index(method) - (len(methods) - 1) / 2))
+            k = np.array([p[0] for p in points]) * 2 ** (dodge * (i - (len(methods) - 1) / 2))
             v, lo, hi = np.array([_bounds(p[1]) for p in points]).T
-            style = {"linestyle": "--"} if method == "none" else {}
-            ax.plot(k, v, marker="o", color=colours[method], label=method, **style)
-            ax.fill_between(k, lo, hi, color=colours[method], alpha=0.15, linewidth=0)
+            colour, scoped = colours[_scoped_base(method)], _scoped_base(method) != method
+            style = {"linestyle": ":", "markerfacecolor": "white"} if scoped else (
+                {"linestyle": "--"} if method == "none" else {})
+            ax.plot(k, v, marker="o", color=colour, label=method, **style)
+            ax.fill_between(k, lo, hi, color=colour, alpha=0.12, linewidth=0)
         ax.set_xscale("log", base=2)
         if ks:
             ax.set_xticks(ks)
-            ax.set_xlim(ks[0] / 1.3, ks[-1] * 1.3)
+            ax.set_xlim(ks[0] / 1.4, ks[-1] * 1.4)
         ax.xaxis.set_major_formatter(FuncFormatter(lambda x, _: f"{x:g}"))
         ax.xaxis.set_minor_locator(plt.NullLocator())
         ax.set_xlabel("actions in the session (K)")
@@ -315,8 +320,13 @@ def lifelong(curves: dict[str, dict[str, list[tuple[int, Rate]]]]) -> plt.Figure
         ax.axhline(0.8, color="#999999", linewidth=0.8, linestyle=":")
         ax.grid(alpha=0.3)
     np.atleast_1d(axes)[0].set_ylabel("answered as expected (95% band)")
-    handles, labels = np.atleast_1d(axes)[0].get_legend_handles_labels()
-    fig.legend(handles, labels, loc="lower center", ncol=min(len(methods), 6), bbox_to_anchor=(0.5, -0.08),
-               frameon=False)
+    handles = {label: h for ax in np.atleast_1d(axes) for h, label in zip(*ax.get_legend_handles_labels())}
     fig.tight_layout()
+    fig.legend([handles[m] for m in methods if m in handles], [m for m in methods if m in handles],
+               loc="center left", bbox_to_anchor=(1.0, 0.5), frameon=False)  # beside the panels, over no data
     return fig
+
+
+def _scoped_base(method: str) -> str:
+    """`delta` for `scoped(delta)`; a method that is not scoped is its own base."""
+    return method[len("scoped("):-1] if method.startswith("scoped(") and method.endswith(")") else method
