@@ -1,5 +1,5 @@
-"""`python -m convert IN OUT [--dtype fp32|bf16|int8|bf16-weights] [--format auto|pth|hf] [--naming blink|fla|transformers]
-[--vocab FILE|bytes|none]`.
+"""`python -m convert IN OUT [--dtype fp32|bf16|int8|bf16-weights] [--format auto|pth|hf]
+[--naming blink|fla|transformers] [--vocab FILE|bytes|none]`.
 
 Argument parsing, a per-tensor progress bar and one call to `convert.convert`. An expected error
 (a bad or unsafe checkpoint, a path that cannot be written) is one `error: ...` line and exit

@@ -185,9 +185,11 @@ def _run(args: argparse.Namespace) -> int:
     try:
         if args.scoped and not sessions:
             raise ValueError("--scoped applies to session runs (--split session or session_dev)")
-        extra = {"scoped": True} if args.scoped else {}
-        (run_sessions if sessions else run)(out, model, args.model, cases, source, spec, batch_size=args.batch_size,
-                                            mesh=mesh, on_start=start, on_rows=rows, **extra)
+        common = {"batch_size": args.batch_size, "mesh": mesh, "on_start": start, "on_rows": rows}
+        if sessions:
+            run_sessions(out, model, args.model, cases, source, spec, scoped=args.scoped, **common)
+        else:
+            run(out, model, args.model, cases, source, spec, **common)
     except CaseError as err:  # refused by `rime.eval.runner.check` before anything was written
         err.where = locate(source, err.case_id)
         raise

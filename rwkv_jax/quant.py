@@ -62,7 +62,7 @@ class Narrow:
         """`M` in float32."""
         return self.rows.astype(F32) * self.scale[..., None]
 
-    def dense(self) -> Float[Array, "..."]:
+    def dense(self) -> Float[Array, "*shape"]:
         """The matrix the params hold here, in float32."""
         m = self.widened()
         return jnp.swapaxes(m, -1, -2) if self.transposed else m
@@ -78,6 +78,11 @@ def _narrow(m: np.ndarray, dtype: NarrowDtype, transposed: bool) -> Narrow:
     scale = np.where(peak > 0, peak / 127.0, 1.0).astype(np.float32)
     q = np.clip(np.rint(rows / scale[..., None]), -127, 127).astype(np.int8)
     return Narrow(jnp.asarray(q), jnp.asarray(scale), transposed)
+
+
+def _is_projection(path: tuple) -> bool:
+    """Every matrix but the embedding is applied as `x @ M`, so its Narrow holds `M.T`."""
+    return jax.tree_util.keystr(path) != "['emb']"
 
 
 def _quantizable(leaf: Any) -> bool:
@@ -98,8 +103,7 @@ def quantize(params: Any, dtype: NarrowDtype = "int8") -> Any:
     def one(path, leaf):
         if not _quantizable(leaf):
             return leaf
-        key = jax.tree_util.keystr(path)
-        return _narrow(np.asarray(leaf, np.float32), dtype, transposed=key != "['emb']")
+        return _narrow(np.asarray(leaf, np.float32), dtype, transposed=_is_projection(path))
 
     return jax.tree_util.tree_map_with_path(one, params)
 
@@ -110,7 +114,7 @@ def abstract_quantized(abstract: Any, dtype: NarrowDtype) -> Any:
     def one(path, leaf):
         if not _quantizable(leaf):
             return leaf
-        transposed = jax.tree_util.keystr(path) != "['emb']"
+        transposed = _is_projection(path)
         *lead, a, b = leaf.shape
         f, d = (b, a) if transposed else (a, b)
         rows = jax.ShapeDtypeStruct((*lead, f, d), jnp.dtype(dtype))

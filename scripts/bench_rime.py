@@ -7,8 +7,8 @@ Each variant runs once to compile (or warm up) and once timed. The batched run c
 cases; batch size 1 and the PyTorch loop cover the first `--sequential-limit` of them (a rate does
 not depend on how many cases it is measured on). The PyTorch loop does every forward pass the
 protocol needs (recipient, calibration pairs, correction turns, fillers, questions, greedy answers)
-one case and one question at a time, at each `--threads` count; ratios use the faster one. Prints a markdown table, and how often the two
-implementations generate the same answer.
+one case and one question at a time, at each `--threads` count; ratios use the faster one.
+Prints a markdown table, and how often the two implementations generate the same answer.
 """
 
 from __future__ import annotations

@@ -167,7 +167,7 @@ def _prose_list(rng: random.Random, prop: Property, pairs: list[tuple[str, str]]
 
 
 def _question(d: _Dialogue) -> None:
-    c, rng, mix = content(), d.rng, d.mix
+    rng, mix = d.rng, d.mix
     if d.unique and mix.ask_unique and rng.random() < mix.ask_unique:
         name, key = rng.choice(d.unique)
     elif mix.ask_main and d.main and rng.random() < mix.ask_main:

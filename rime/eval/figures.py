@@ -20,7 +20,7 @@ from matplotlib.patches import Patch  # noqa: E402
 from matplotlib.ticker import FuncFormatter, MultipleLocator, PercentFormatter  # noqa: E402
 
 from rime.eval.analysis import ANSWERS, BASELINE, OTHER_TEXT, OUTCOMES, Analysis, Difference, Rate  # noqa: E402
-from rime.eval.protocol import WRONG_ENTITY  # noqa: E402
+from rime.eval.protocol import WRONG_ENTITY, scoped_base  # noqa: E402
 
 FILES = {"headline": "fig1_headline.png", "difficulty": "fig2_difficulty.png",
          "decay": "fig3_filler_decay.png", "blast": "fig4_blast_radius.png", "frontier": "fig5_frontier.png"}
@@ -287,7 +287,7 @@ def lifelong(curves: dict[str, dict[str, list[tuple[int, Rate]]]]) -> plt.Figure
     takes M's colour with a dotted line and open markers; `none` is dashed. A method with no
     point in a panel is listed as not run there; an action count without rows has no point."""
     methods = list(dict.fromkeys(m for per in curves.values() for m in per))
-    bases = list(dict.fromkeys(_scoped_base(m) for m in methods))
+    bases = list(dict.fromkeys(scoped_base(m) for m in methods))
     colours = {m: plt.get_cmap("tab10" if len(bases) <= 10 else "tab20")(i) for i, m in enumerate(bases)}
     ks = sorted({p[0] for per in curves.values() for points in per.values() for p in points})
     dodge = DODGE * min(1.0, 6 / max(len(methods), 1))
@@ -302,7 +302,7 @@ def lifelong(curves: dict[str, dict[str, list[tuple[int, Rate]]]]) -> plt.Figure
             # methods side by side around each K, so equal curves do not hide one another
             k = np.array([p[0] for p in points]) * 2 ** (dodge * (i - (len(methods) - 1) / 2))
             v, lo, hi = np.array([_bounds(p[1]) for p in points]).T
-            colour, scoped = colours[_scoped_base(method)], _scoped_base(method) != method
+            colour, scoped = colours[scoped_base(method)], scoped_base(method) != method
             style = {"linestyle": ":", "markerfacecolor": "white"} if scoped else (
                 {"linestyle": "--"} if method == "none" else {})
             ax.plot(k, v, marker="o", color=colour, label=method, **style)
@@ -325,8 +325,3 @@ def lifelong(curves: dict[str, dict[str, list[tuple[int, Rate]]]]) -> plt.Figure
     fig.legend([handles[m] for m in methods if m in handles], [m for m in methods if m in handles],
                loc="center left", bbox_to_anchor=(1.0, 0.5), frameon=False)  # beside the panels, over no data
     return fig
-
-
-def _scoped_base(method: str) -> str:
-    """`delta` for `scoped(delta)`; a method that is not scoped is its own base."""
-    return method[len("scoped("):-1] if method.startswith("scoped(") and method.endswith(")") else method

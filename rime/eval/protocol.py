@@ -271,3 +271,13 @@ def filler_text(case: Case, mode: str, start: int, stop: int) -> str:
 
 def question_prompt(question: Question) -> str:
     return chat_prompt([("user", question.text)])
+
+
+def scoped_label(label: str) -> str:
+    """A method's label when it answers scoped (`rime.eval.sessions.SessionEvaluator`)."""
+    return f"scoped({label})"
+
+
+def scoped_base(label: str) -> str:
+    """The method a scoped label names (`delta` for `scoped(delta)`); other labels are their own."""
+    return label[len("scoped("):-1] if label.startswith("scoped(") and label.endswith(")") else label

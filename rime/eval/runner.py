@@ -23,9 +23,9 @@ from editing import EditMethod, Selection
 from rime.data.schema import Case, Record, Session
 from rime.data.turns import filler_turns
 from rime.eval.evaluate import DEFAULT_BATCH, Evaluator
-from rime.eval.protocol import Spec, row_keys
+from rime.eval.protocol import Spec, row_keys, scoped_label
 from rime.eval.rows import RunFolder
-from rime.eval.sessions import SessionEvaluator, scoped_label
+from rime.eval.sessions import SessionEvaluator
 from rwkv_jax.bundle import Model
 from rwkv_jax.chat import STOP
 from rwkv_jax.mesh import check_mesh, to_host

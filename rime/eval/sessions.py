@@ -28,7 +28,7 @@ from rime.data.turns import filler_messages, passage_messages
 from rime.eval.analysis import Rate
 from rime.eval.evaluate import Evaluator
 from rime.eval.figures import DPI, LIFELONG_FILE, lifelong, plt
-from rime.eval.protocol import Question, case_edit, question_prompt
+from rime.eval.protocol import Question, case_edit, question_prompt, scoped_label
 from rime.eval.rows import read_rows
 from rime.eval.scoring import score, wilson
 from rwkv_jax.batch import put_rows, take
@@ -66,10 +66,6 @@ def in_effect(session: Session) -> list[int]:
     return [i for i, e in enumerate(session.edits) if e.action == "erase" or (e.action == "edit" and i not in reverted)]
 
 
-def scoped_label(label: str) -> str:
-    return f"scoped({label})"
-
-
 def questions(session: Session) -> list[Question]:
     """Every query, scored against the answer key; `old` is the value the passages stated."""
     stated = {f.key: f.value for f in session.facts}
@@ -101,10 +97,11 @@ class SessionEvaluator:
         for start in range(0, len(sessions), size):
             yield self.rows(sessions[start:start + size])
 
-    def final_states(self, group: Sequence[Session], acting: bool = True) -> State:
-        """Host states `[G]` after each session's passages, actions (unless not `acting`) and filler turns."""
+    def final_states(self, group: Sequence[Session], acting: bool = True, passages: State | None = None) -> State:
+        """Host states `[G]` after each session's passages, actions (unless not `acting`) and filler
+        turns; `passages` is the state after the passages, when it has been read already."""
         ev = self.evaluator
-        states = ev.read([session_text(s) for s in group], State.zeros(ev.model.cfg))
+        states = self.passage_states(group) if passages is None else passages
         records: list[dict[int, Edit]] = [{} for _ in group]  # per session: action -> its row's record
         for i in range(max(len(s.edits) for s in group)):
             live = [g for g, s in enumerate(group) if i < len(s.edits)]
@@ -133,13 +130,19 @@ class SessionEvaluator:
             records[g][i] = jax.tree.map(lambda x, j=j: np.asarray(x[j]), record)
         return put_rows(states, rows, jax.tree.map(np.asarray, after))
 
+    def passage_states(self, group: Sequence[Session]) -> State:
+        """Host states `[G]` after each session's passages."""
+        ev = self.evaluator
+        return ev.read([session_text(s) for s in group], State.zeros(ev.model.cfg))
+
     def rows(self, group: Sequence[Session]) -> list[dict]:
         """The rows of one group of sessions, evaluated together."""
-        pool = self.final_states(group)
+        read = self.passage_states(group)
+        pool = self.final_states(group, passages=read)
         jobs = [_Job(s, q, g) for g, s in enumerate(group) for q in questions(s)]
         routed = None
         if self.scoped:
-            unedited = self.final_states(group, acting=False)
+            unedited = self.final_states(group, acting=False, passages=read)
             routed = self._route(group, jobs, unedited)
             pool = jax.tree.map(lambda e, u: np.concatenate([e, u]), pool, unedited)
             jobs = [dataclasses.replace(j, state=j.state if r else len(group) + j.state)
