@@ -20,7 +20,7 @@ from editing.algebra import (
 )
 from editing.calibration import calibrate, calibrate_batch, edit, wrap
 from editing.checks import NonFiniteDeltaError, StateMismatchError
-from editing.keys import other_people, question, read_keys, read_keys_with
+from editing.keys import other_people, other_properties, question, read_keys, read_keys_with
 from editing.locate import EntityNotInTranscriptError, LocateEdit
 from editing.measure import Breakdown, cosine, norms
 from editing.methods import (
@@ -70,6 +70,7 @@ __all__ = [
     "method_names",
     "norms",
     "other_people",
+    "other_properties",
     "overlap",
     "question",
     "read_keys",

@@ -45,11 +45,20 @@ def question(entity: str, prop: str) -> str:
 def other_people(entity: str, people: Sequence[str], n: int) -> list[str]:
     """`n` names from `people`, none of them `entity`, chosen by a hash of `entity` (reproducible,
     and different people for different entities)."""
-    names = [m for m in people if m != entity]
-    if not 0 <= n <= len(names):
-        raise ValueError(f"can protect 0..{len(names)} other people (CaseEdit.people), asked for {n}")
-    start = zlib.crc32(entity.encode()) % len(names)
-    return [names[(start + i) % len(names)] for i in range(n)]
+    return _others(entity, people, n, "people")
+
+
+def other_properties(prop: str, properties: Sequence[str], n: int) -> list[str]:
+    """`n` property labels from `properties`, none of them `prop`, chosen by a hash of `prop`."""
+    return _others(prop, properties, n, "properties")
+
+
+def _others(item: str, pool: Sequence[str], n: int, field: str) -> list[str]:
+    rest = [m for m in pool if m != item]
+    if not 0 <= n <= len(rest):
+        raise ValueError(f"can draw 0..{len(rest)} other {field} (CaseEdit.{field}), asked for {n}")
+    start = zlib.crc32(item.encode()) % len(rest)
+    return [rest[(start + i) % len(rest)] for i in range(n)]
 
 
 def _top(vectors: jax.Array, k: int) -> jax.Array:

@@ -65,6 +65,9 @@ class CaseEdit:
         apart from the entity's. Empty: methods that need them refuse the case.
       values: the property's possible values ("hatchback", "minivan", ...), which `locate` falls
         back on when the transcript never states value_old for the entity.
+      properties: the property labels of the world ("vehicle", "city", ...), the property among
+        them or not: the other facts `scoped` tells this one apart from. Empty: `scoped` refuses
+        the case.
     """
 
     entity: str
@@ -78,11 +81,12 @@ class CaseEdit:
     transcript: str = ""
     people: tuple[str, ...] = ()
     values: tuple[str, ...] = ()
+    properties: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
         for f in dataclasses.fields(self):
             value = getattr(self, f.name)
-            if f.name in ("people", "values"):
+            if f.name in ("people", "values", "properties"):
                 if isinstance(value, str) or not all(isinstance(v, str) and v for v in value):
                     raise TypeError(f"CaseEdit.{f.name} must be a sequence of non-empty str, got {value!r}")
                 object.__setattr__(self, f.name, tuple(value))

@@ -3,13 +3,15 @@ unedited state is kept next to the edited one, each edit leaves a routing key, a
 answered from the edited state only when it is about an edited fact.
 
 The key of an edit is what the model's residual stream holds at the last token of the method's own
-question about (entity, property) (`editing.keys.question`), read from the unedited state at block
-`layer`, centred on the mean over the same question about other people (`CaseEdit.people`) so that
-what all such questions share drops out and the person remains. A question routes to the edited
-state when its own centred stream points along some edit's key (cosine above `threshold`).
-Measured on the bundled model, the centred stream at the last block's input separates people: the
-questions about one person share a direction whatever the wording, while the raw read-key
-subspaces (`editing.keys`) are dominated by the wording.
+question about (entity, property) (`editing.keys.question`), read from the unedited state after
+block `layer` (by default the last), centred on the mean over the same question about other
+people (`CaseEdit.people`) and about the entity's other properties (`CaseEdit.properties`), so that
+what the question shares with questions about someone else's same fact, or about the same
+person's other facts, drops out and the (person, property) pair remains. A question routes to the
+edited state when its own centred stream points along some edit's key (cosine above `threshold`).
+Measured on the bundled model's session dev split, the final stream keys the pair whatever the
+wording of the question: a key centred on other people alone keys the person, and sends every
+question about an edited person's other facts to the edited state too (`docs/many-edits.md`).
 """
 
 from __future__ import annotations
@@ -23,13 +25,15 @@ import jax.numpy as jnp
 import numpy as np
 from jaxtyping import Array, Bool, Float, Int
 
-from editing.keys import other_people, question
+from editing.keys import other_people, other_properties, question
 from editing.methods import CaseEdit, ModelLike, reader_of
 from rwkv_jax.batch import Encoder, Reader, broadcast, encode, pad, take
 from rwkv_jax.config import Config
 from rwkv_jax.model import forward_trace
 from rwkv_jax.params import Params
 from rwkv_jax.state import State
+
+THRESHOLD = 0.7  # the cosine tuned on the session dev split (`docs/many-edits.md`)
 
 
 @flax.struct.dataclass
@@ -39,7 +43,7 @@ class Scope:
     Attributes:
       keys: `[E, D]` unit vectors, each edit's centred stream.
       centres: `[E, D]` the mean each edit's stream was centred on.
-      layer: the block whose input the streams are read at.
+      layer: the block whose input the streams are read at (`n_layer`: after the last block).
     """
 
     keys: Float[Array, "E D"]
@@ -80,19 +84,24 @@ def _unit(x: Float[Array, "*B D"]) -> Float[Array, "*B D"]:
 def scope(states: State, model: ModelLike, cases: Sequence[CaseEdit], *, layer: int | None = None,
           others: int = 8, reader: Reader | None = None) -> Scope:
     """The routing keys of the edits `cases`, one per unedited state `states` `[E]` (the state each
-    edit was made on). `others` people from each case's `people` centre its key."""
+    edit was made on). `others` people from each case's `people` and `others` of its `properties`
+    centre its key."""
     cfg = model.cfg
-    layer = cfg.n_layer - 1 if layer is None else layer
+    layer = cfg.n_layer if layer is None else layer
     _check_layer(layer, cfg)
     reader = reader_of(model, reader)
     texts, rows = [], []
     for i, case in enumerate(cases):
-        group = [case.entity, *other_people(case.entity, case.people, others)]
-        texts += [question(name, case.property) for name in group]
-        rows += [i] * len(group)
+        if not case.properties:
+            raise ValueError(f"scoped keys centre on the entity's other properties: the edit of {case.entity}'s "
+                             f"{case.property} has no CaseEdit.properties")
+        texts += [question(case.entity, case.property)]
+        texts += [question(name, case.property) for name in other_people(case.entity, case.people, others)]
+        texts += [question(case.entity, p) for p in other_properties(case.property, case.properties, others)]
+        rows += [i] * (1 + 2 * others)
     h = streams(reader, model.tokenizer, texts, take(states, np.array(rows)), layer)
-    h = h.reshape(len(cases), others + 1, -1)
-    centres = h.mean(axis=1)
+    h = h.reshape(len(cases), 1 + 2 * others, -1)
+    centres = h[:, 1:].mean(axis=1)
     return Scope(keys=_unit(h[:, 0] - centres), centres=centres, layer=layer)
 
 
@@ -102,7 +111,7 @@ def similarity(scope: Scope, h: Float[Array, "B D"]) -> Float[Array, "B E"]:
     return jnp.einsum("bed,ed->be", _unit(h[:, None, :] - scope.centres[None]), scope.keys)
 
 
-def route(scope: Scope, model: ModelLike, questions: Sequence[str], states: State, *, threshold: float = 0.5,
+def route(scope: Scope, model: ModelLike, questions: Sequence[str], states: State, *, threshold: float = THRESHOLD,
           reader: Reader | None = None, owners: tuple[Int[Array, " E"], Int[Array, " B"]] | None = None
           ) -> tuple[Bool[Array, " B"], Float[Array, "B E"]]:
     """Which questions (chat prompts, each read from its unedited state in `states`) go to the

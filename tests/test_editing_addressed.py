@@ -42,7 +42,7 @@ def test_other_people_come_from_the_name_list_without_the_entity():
     names = keys.other_people("Aarav", PEOPLE, 5)
     assert len(set(names)) == 5 and "Aarav" not in names
     assert names == keys.other_people("Aarav", PEOPLE, 5) != keys.other_people("Abena", PEOPLE, 5)
-    with pytest.raises(ValueError, match=r"can protect 0..6 other people \(CaseEdit.people\)"):
+    with pytest.raises(ValueError, match=r"can draw 0..6 other people \(CaseEdit.people\)"):
         keys.other_people("Aarav", PEOPLE, 7)
 
 

@@ -136,8 +136,11 @@ def test_scoped_answers_come_from_the_edited_state_where_routed_and_the_unedited
     for s, p, u in zip(scoped, plain, unedited, strict=True):
         assert s["generation"] == (p if s["routed"] else u)["generation"], s["query"]
         assert s["route_expected"] == (s["role"] in ("reliability", "retention", "erased"))
-    # the edited person's question goes to the edited state
+    # the edited fact's question goes to the edited state, and no question about a fact no action
+    # touched does, the edited people's other facts included
     assert all(r["routed"] for r in scoped if r["role"] == "reliability")
+    assert not any(r["routed"] for r in scoped if r["role"] == "locality")
+    assert any(q.role == "locality" and q.entity in {e.entity for e in s.edits} for s in sessions for q in s.queries)
     assert "## Routing of the scoped methods" in session_report(scoped)
 
 

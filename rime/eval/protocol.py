@@ -191,12 +191,13 @@ def property_label(key: str) -> str:
 
 
 def case_edit(entity: str, prop: str, old: str, new: str, pair: CalibrationPair, transcript: str) -> CaseEdit:
-    """One edit of property `prop` (its key) as the editing registry takes it, with the bundled names
-    and the property's values as the world a method may draw on."""
+    """One edit of property `prop` (its key) as the editing registry takes it, with the bundled names,
+    the property's values and every property's label as the world a method may draw on."""
     world = content()
     known = world.properties.get(prop)
     return CaseEdit(entity, property_label(prop), old, new, pair.source, pair.dst, transcript=transcript,
-                    people=world.names, values=known.values if known else ())
+                    people=world.names, values=known.values if known else (),
+                    properties=tuple(p.label for p in world.properties.values()))
 
 
 def case_edits(case: Case, entity: str | None = None) -> list[tuple[CaseEdit, ...]]:

@@ -21,7 +21,7 @@ import jax
 import numpy as np
 
 from editing import CaseEdit, Edit, EditMethod, apply_recorded, get_method, revert
-from editing.scoped import route, scope
+from editing.scoped import THRESHOLD, route, scope
 from rime.chat import chat_text
 from rime.data.schema import Session
 from rime.data.turns import filler_messages, passage_messages
@@ -35,7 +35,6 @@ from rwkv_jax.batch import put_rows, take
 from rwkv_jax.state import State
 
 ERASER = "erase"
-ROUTE_THRESHOLD = 0.5  # the cosine `editing.scoped` was tuned to on dev
 ROUTED_ROLES = ("reliability", "retention", "erased")  # questions about a change still in effect
 
 
@@ -79,14 +78,14 @@ class SessionEvaluator:
 
     `scoped` (`editing.scoped`) also keeps each session's unedited state (the passages and filler
     turns, no action) and answers a question from the edited state only when it routes there: its
-    stream at the last block's input, read from the unedited state, points along the key of an
-    edit or erase still in effect in its session (cosine above `threshold`). The rows record the
+    stream after the last block, read from the unedited state, points along the (person, property)
+    key of an edit or erase still in effect in its session (cosine above `threshold`). The rows record the
     routing (`routed`) and whether the question is about such a fact (`route_expected`). The cost:
     a second state per session, and one `[D]` key per action in effect.
     """
 
     def __init__(self, evaluator: Evaluator, method: EditMethod, *, scoped: bool = False,
-                 threshold: float = ROUTE_THRESHOLD):
+                 threshold: float = THRESHOLD):
         self.evaluator, self.method, self.scoped, self.threshold = evaluator, method, scoped, threshold
         self.eraser = None if method.name == "none" else get_method(ERASER)
         self.label = scoped_label(method.label) if scoped else method.label
