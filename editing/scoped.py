@@ -105,6 +105,11 @@ def scope(states: State, model: ModelLike, cases: Sequence[CaseEdit], *, layer: 
     return Scope(keys=_unit(h[:, 0] - centres), centres=centres, layer=layer)
 
 
+def key_bytes(cfg: Config) -> int:
+    """What scoping keeps per edit besides the unedited state: its key and centre, float32 `[D]` each."""
+    return 2 * cfg.n_embd * np.dtype(np.float32).itemsize
+
+
 @jax.jit
 def similarity(scope: Scope, h: Float[Array, "B D"]) -> Float[Array, "B E"]:
     """The cosine of each question's stream, centred as each edit's was, with that edit's key."""

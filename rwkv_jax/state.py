@@ -81,6 +81,11 @@ class State:
     def batch_shape(self) -> tuple[int, ...]:
         return self.att_shift.shape[:-2]
 
+    @property
+    def nbytes(self) -> int:
+        """Bytes the state's arrays take, every row of a batch together."""
+        return sum(x.nbytes for x in (self.wkv, self.att_shift, self.ffn_shift))
+
     def matches(self, cfg: Config) -> bool:
         """Whether this state (with any batch axes) belongs to a model of this config."""
         L, H, N, D = cfg.n_layer, cfg.n_head, cfg.head_size, cfg.n_embd

@@ -19,6 +19,7 @@ from rime.eval.scoring import wilson
 from rime.eval.sessions import (
     SessionEvaluator,
     action_edit,
+    cost_table,
     in_effect,
     method_table,
     recall_table,
@@ -142,6 +143,13 @@ def test_scoped_answers_come_from_the_edited_state_where_routed_and_the_unedited
     assert not any(r["routed"] for r in scoped if r["role"] == "locality")
     assert any(q.role == "locality" and q.entity in {e.entity for e in s.edits} for s in sessions for q in s.queries)
     assert "## Routing of the scoped methods" in session_report(scoped)
+    # the cost: one live state, and scoped a second state plus a float32 key and centre per change in effect
+    cfg = evaluator.model.cfg
+    state = 4 * cfg.n_layer * (cfg.n_head * cfg.head_size ** 2 + 2 * cfg.n_embd)
+    by_id = {s.id: s for s in sessions}
+    assert {r["kept_bytes"] for r in plain} == {state}
+    assert all(r["kept_bytes"] == 2 * state + 8 * cfg.n_embd * len(in_effect(by_id[r["case_id"]])) for r in scoped)
+    assert f"| delta | {state / 1024:,.1f} KiB (1.00 states) |" in cost_table(scoped + plain)
 
 
 def test_a_scoped_session_run_records_both_variants_and_resumes(tmp_path):

@@ -21,7 +21,7 @@ import jax
 import numpy as np
 
 from editing import CaseEdit, Edit, EditMethod, apply_recorded, get_method, revert
-from editing.scoped import THRESHOLD, route, scope
+from editing.scoped import THRESHOLD, key_bytes, route, scope
 from rime.chat import chat_text
 from rime.data.schema import Session
 from rime.data.turns import filler_messages, passage_messages
@@ -89,6 +89,7 @@ class SessionEvaluator:
         self.evaluator, self.method, self.scoped, self.threshold = evaluator, method, scoped, threshold
         self.eraser = None if method.name == "none" else get_method(ERASER)
         self.label = scoped_label(method.label) if scoped else method.label
+        self.state_bytes = State.zeros(evaluator.model.cfg).nbytes
 
     def run(self, sessions: Sequence[Session]) -> Iterator[list[dict]]:
         """Group by group, the rows of the group's sessions (one per query, in session order)."""
@@ -150,6 +151,13 @@ class SessionEvaluator:
         return [self._row(job, ids, stopped, None if routed is None else bool(routed[i]))
                 for i, (job, (ids, stopped, _)) in enumerate(zip(jobs, answers, strict=True))]
 
+    def kept_bytes(self, session: Session) -> int:
+        """What answering the session's questions keeps: the live state, and when scoped the unedited
+        state and a key and centre per action in effect."""
+        if not self.scoped:
+            return self.state_bytes
+        return 2 * self.state_bytes + len(in_effect(session)) * key_bytes(self.evaluator.model.cfg)
+
     def _route(self, group: Sequence[Session], jobs: Sequence[_Job], unedited: State) -> np.ndarray:
         """Per job, whether its question goes to the edited state (see the class docstring)."""
         cases, owners = [], []
@@ -173,7 +181,8 @@ class SessionEvaluator:
         row = {"case_id": s.id, "method": self.label, "facts": len(s.facts), "actions": len(s.edits),
                "role": q.kind, "index": q.index, "query": q.text, "expected": q.expected[0], "stated": q.old[0],
                "generation": text, "stopped": stopped, "correct": scored.correct_stripped,
-               "stated_kept": scored.old_stripped}
+               "stated_kept": scored.old_stripped, "kept_bytes": self.kept_bytes(s),
+               "state_bytes": self.state_bytes}
         if routed is not None:
             row |= {"routed": routed, "route_expected": q.kind in ROUTED_ROLES}
         return row
@@ -280,6 +289,28 @@ def routing_table(rows: Sequence[dict]) -> str:
     return "\n".join(lines)
 
 
+def cost_table(rows: Sequence[dict]) -> str:
+    """Markdown: per method and action count, what answering a session keeps (`kept_bytes`: the live
+    state, and for a scoped method the unedited state and the keys), mean over sessions, in KiB and
+    in live states (`state_bytes`)."""
+    kept = {(r["method"], r["actions"], r["case_id"]): (r["kept_bytes"], r["state_bytes"])
+            for r in rows if "kept_bytes" in r}
+    actions = sorted({a for _, a, _ in kept})
+    lines = ["| method | " + " | ".join(f"K={k}" for k in actions) + " |", "|---" * (1 + len(actions)) + "|"]
+    for method in dict.fromkeys(m for m, _, _ in kept):
+        cells = [_kept([v for (m, a, _), v in kept.items() if m == method and a == k]) for k in actions]
+        lines.append(f"| {method} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def _kept(sizes: Sequence[tuple[int, int]]) -> str:
+    # (kept, live state) bytes per session -> their means
+    if not sizes:
+        return "-"
+    kib, states = sum(b for b, _ in sizes) / 1024 / len(sizes), sum(b / s for b, s in sizes) / len(sizes)
+    return f"{kib:,.1f} KiB ({states:.2f} states)"
+
+
 def session_report(rows: Sequence[dict]) -> str:
     """The markdown report of a session run: unedited recall per fact count, then every method."""
     parts = ["# Many-edit sessions"]
@@ -287,6 +318,7 @@ def session_report(rows: Sequence[dict]) -> str:
         parts += ["## Unedited recall per fact count", recall_table(rows)]
     parts += ["## Per method and number of actions", COLUMNS, method_table(rows),
               "## How far each method goes", floor_table(rows),
+              *(["## State kept per session", cost_table(rows)] if any("kept_bytes" in r for r in rows) else []),
               *(["## Routing of the scoped methods", routing_table(rows)] if any("routed" in r for r in rows) else []),
               f"![reliability, retention and locality against the number of actions]({LIFELONG_FILE})"]
     return "\n\n".join(parts) + "\n"
