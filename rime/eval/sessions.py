@@ -80,8 +80,8 @@ class SessionEvaluator:
     turns, no action) and answers a question from the edited state only when it routes there: its
     stream after the last block, read from the unedited state, points along the (person, property)
     key of an edit or erase still in effect in its session (cosine above `threshold`). The rows record the
-    routing (`routed`) and whether the question is about such a fact (`route_expected`). The cost:
-    a second state per session, and one `[D]` key per action in effect.
+    routing (`routed`) and whether the question is about such a fact (`route_expected`); every row
+    records what answering its session keeps (`kept_bytes`).
     """
 
     def __init__(self, evaluator: Evaluator, method: EditMethod, *, scoped: bool = False,
