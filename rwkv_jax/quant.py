@@ -6,14 +6,13 @@ LoRAs, vectors or norms) with a `Narrow`: the matrix stored one output per row i
 in int8 with one float32 scale per output (symmetric, round to nearest). The model reads every
 matrix through `linear` and the embedding through `lookup`, so quantized params run through
 `forward`, `step`, `generate` and the decode loop unchanged. Activations, the state and every
-accumulation stay float32. At a few rows (decode) the product runs in `rwkv_jax.kernels`,
-which reads the narrow bytes as they are; at many rows (prefill, batched decode) it is XLA's
-float32 dot on the widened matrix.
+accumulation stay float32. On a CPU the products run in `rwkv_jax.kernels`, which reads the
+narrow bytes as they are at any number of rows (it never builds the widened matrix); elsewhere,
+or without a compiler, they are XLA's float32 dot on the widened matrix.
 """
 
 from __future__ import annotations
 
-import math
 from typing import Any, Literal
 
 import flax.struct
@@ -27,7 +26,6 @@ from rwkv_jax import kernels
 F32 = jnp.float32
 NarrowDtype = Literal["bfloat16", "int8"]
 DTYPES = ("bfloat16", "int8")
-KERNEL_ROWS = 4  # at most this many rows of activations go through the native product
 SMALLEST = 128  # a matrix is quantized when both its axes are at least this long
 
 
@@ -152,7 +150,7 @@ def dequantize(params: Any) -> Any:
 
 def native_product(x: Float[Array, "... D"], rows: Array, scale: Float[Array, " F"]) -> Float[Array, "... F"]:
     """`x @ (rows * scale[:, None]).T` in `rwkv_jax.kernels` (which must be available), float32:
-    what `linear` runs at a few rows on a CPU."""
+    what `linear` runs on a CPU."""
     out = jax.ShapeDtypeStruct(x.shape[:-1] + rows.shape[-2:-1], F32)
     name = kernels.target_name(jnp.dtype(rows.dtype).name)
     return jax.ffi.ffi_call(name, out, vmap_method="sequential")(x.astype(F32), rows, scale)
@@ -160,7 +158,7 @@ def native_product(x: Float[Array, "... D"], rows: Array, scale: Float[Array, " 
 
 @jax.custom_batching.custom_vmap
 def _product(x: Float[Array, "... D"], rows: Array, scale: Float[Array, " F"]) -> Float[Array, "... F"]:
-    if math.prod(x.shape[:-1]) <= KERNEL_ROWS and kernels.available() and jax.default_backend() == "cpu":
+    if kernels.available() and jax.default_backend() == "cpu":
         return native_product(x, rows, scale)
     return jnp.einsum("...d,fd->...f", x.astype(F32), rows.astype(F32) * scale[:, None])
 
