@@ -121,23 +121,56 @@ constexpr int64_t kPanelBytes = 96 << 10;  // widened weights one thread holds a
 
 inline int64_t round_up(int64_t a, int64_t b) { return (a + b - 1) / b * b; }
 
+// dst[j * dst_stride + i] = src[i * src_stride + j] for i, j < 16, in registers: 4x4 within each
+// 128-bit lane (unpack), then across the lanes (shuffle_f32x4).
+inline void transpose16(const float* src, int64_t src_stride, float* dst, int64_t dst_stride) {
+  __m512 r[16], t[16];
+  for (int i = 0; i < 16; ++i) r[i] = _mm512_loadu_ps(src + i * src_stride);
+  for (int i = 0; i < 16; i += 2) {
+    t[i] = _mm512_unpacklo_ps(r[i], r[i + 1]);
+    t[i + 1] = _mm512_unpackhi_ps(r[i], r[i + 1]);
+  }
+  const auto pd = [](__m512 v) { return _mm512_castps_pd(v); };
+  for (int i = 0; i < 16; i += 4) {  // r[i + m], lane q: column 4q + m of rows i..i+3
+    r[i] = _mm512_castpd_ps(_mm512_unpacklo_pd(pd(t[i]), pd(t[i + 2])));
+    r[i + 1] = _mm512_castpd_ps(_mm512_unpackhi_pd(pd(t[i]), pd(t[i + 2])));
+    r[i + 2] = _mm512_castpd_ps(_mm512_unpacklo_pd(pd(t[i + 1]), pd(t[i + 3])));
+    r[i + 3] = _mm512_castpd_ps(_mm512_unpackhi_pd(pd(t[i + 1]), pd(t[i + 3])));
+  }
+  for (int m = 0; m < 4; ++m) {
+    const __m512 lo01 = _mm512_shuffle_f32x4(r[m], r[4 + m], 0x44), hi01 = _mm512_shuffle_f32x4(r[m], r[4 + m], 0xEE);
+    const __m512 lo23 = _mm512_shuffle_f32x4(r[8 + m], r[12 + m], 0x44), hi23 = _mm512_shuffle_f32x4(r[8 + m], r[12 + m], 0xEE);
+    _mm512_storeu_ps(dst + m * dst_stride, _mm512_shuffle_f32x4(lo01, lo23, 0x88));
+    _mm512_storeu_ps(dst + (4 + m) * dst_stride, _mm512_shuffle_f32x4(lo01, lo23, 0xDD));
+    _mm512_storeu_ps(dst + (8 + m) * dst_stride, _mm512_shuffle_f32x4(hi01, hi23, 0x88));
+    _mm512_storeu_ps(dst + (12 + m) * dst_stride, _mm512_shuffle_f32x4(hi01, hi23, 0xDD));
+  }
+}
+
+// dst[j * dst_stride + i] = src[i * src_stride + j] for i < rows, j < cols: 16 x 16 blocks in
+// registers, the ragged edges one by one.
+void transpose(const float* src, int64_t src_stride, int64_t rows, int64_t cols, float* dst, int64_t dst_stride) {
+  for (int64_t i0 = 0; i0 < rows; i0 += kLanes)
+    for (int64_t j0 = 0; j0 < cols; j0 += kLanes) {
+      if (i0 + kLanes <= rows && j0 + kLanes <= cols) {
+        for (int i = 0; i < kLanes; ++i) __builtin_prefetch(src + (i0 + i) * src_stride + j0 + 4 * kLanes);
+        transpose16(src + i0 * src_stride + j0, src_stride, dst + j0 * dst_stride + i0, dst_stride);
+        continue;
+      }
+      for (int64_t j = j0; j < std::min(cols, j0 + kLanes); ++j)
+        for (int64_t i = i0; i < std::min(rows, i0 + kLanes); ++i) dst[j * dst_stride + i] = src[i * src_stride + j];
+    }
+}
+
 // The activations of one block of V * 16 rows, [D / 16][16][V * 16] (k-major, so the kernel loads
-// V vectors of rows per k), zeros past row n and past d. Sixteen rows at a time are read 16 floats
-// each and written transposed, so every store is a whole vector.
+// V vectors of rows per k), zeros past row n and past d.
 template <int V>
 void pack_rows(const float* x, int64_t n, int64_t d, int64_t block, float* out) {
   constexpr int kWidth = V * kLanes;
-  const int64_t dp = round_up(d, kLanes);
-  for (int g = 0; g < V; ++g) {
-    const int64_t row0 = block * kWidth + g * kLanes;
-    for (int64_t k0 = 0; k0 < dp; k0 += kLanes) {
-      alignas(64) float t[kLanes][kLanes];  // t[k][row]
-      for (int i = 0; i < kLanes; ++i)
-        for (int l = 0; l < kLanes; ++l)
-          t[l][i] = row0 + i < n && k0 + l < d ? x[(row0 + i) * d + k0 + l] : 0.f;
-      for (int l = 0; l < kLanes; ++l) _mm512_store_ps(out + (k0 + l) * kWidth + g * kLanes, _mm512_load_ps(t[l]));
-    }
-  }
+  const int64_t dp = round_up(d, kLanes), row0 = block * kWidth, rows = std::clamp<int64_t>(n - row0, 0, kWidth);
+  transpose(x + row0 * d, d, rows, d, out, kWidth);
+  for (int64_t k = 0; k < dp; ++k)
+    for (int64_t c = k < d ? rows : 0; c < kWidth; ++c) out[k * kWidth + c] = 0.f;
 }
 
 // Weight rows [f0, f0 + M) widened and scaled, [D / 16][M][16]: for each k the kernel broadcasts
@@ -162,16 +195,18 @@ void widen_rows(const W* w, const float* scale, int64_t f, int64_t d, int64_t f0
   }
 }
 
-// y[n0 + i, f0 + r] for M weight rows and V * 16 activation rows, accumulated over all of D in
-// registers; rows past f_valid or n_valid are computed on zeros and not stored.
+// out[r][i] = sum_k w[f0 + r, k] x[n0 + i, k] for M weight rows and V * 16 activation rows,
+// accumulated over all of D in registers and stored as M rows of V vectors. Meanwhile `ahead`
+// lines from `next` on are fetched into L2 a few per k step (the weights widened next).
 template <int V>
-void tile(const float* wp, const float* xp, int64_t d, float* y, int64_t f_stride, int64_t f_valid, int64_t n_valid) {
+void tile(const float* wp, const float* xp, int64_t d, float* out, const char* next, int64_t ahead) {
   constexpr int M = kAccumulators / V, kWidth = V * kLanes;
   __m512 acc[M][V];
   for (int r = 0; r < M; ++r)
     for (int v = 0; v < V; ++v) acc[r][v] = _mm512_setzero_ps();
-  const int64_t chunks = round_up(d, kLanes) / kLanes;
+  const int64_t chunks = round_up(d, kLanes) / kLanes, per_chunk = (ahead + chunks - 1) / chunks;
   for (int64_t c = 0; c < chunks; ++c, wp += M * kLanes, xp += kLanes * kWidth) {
+    for (int64_t j = c * per_chunk; j < std::min(ahead, (c + 1) * per_chunk); ++j) __builtin_prefetch(next + 64 * j, 0, 2);
 #pragma GCC unroll 16
     for (int l = 0; l < kLanes; ++l) {
       __m512 xv[V];
@@ -182,14 +217,8 @@ void tile(const float* wp, const float* xp, int64_t d, float* y, int64_t f_strid
       }
     }
   }
-  const __m512i stride = _mm512_mullo_epi32(_mm512_set_epi32(15, 14, 13, 12, 11, 10, 9, 8, 7, 6, 5, 4, 3, 2, 1, 0),
-                                            _mm512_set1_epi32(static_cast<int>(f_stride)));
-  for (int r = 0; r < M && r < f_valid; ++r)
-    for (int v = 0; v < V; ++v) {
-      const int64_t left = std::clamp<int64_t>(n_valid - v * kLanes, 0, kLanes);
-      const __mmask16 mask = static_cast<__mmask16>((1u << left) - 1);
-      _mm512_mask_i32scatter_ps(y + v * kLanes * f_stride + r, mask, stride, acc[r][v], 4);
-    }
+  for (int r = 0; r < M; ++r)
+    for (int v = 0; v < V; ++v) _mm512_store_ps(out + r * kWidth + v * kLanes, acc[r][v]);
 }
 
 float* scratch(std::vector<float>& buf, int64_t floats) {
@@ -210,15 +239,26 @@ void many_rows(ffi::ThreadPool& pool, const float* x, const W* w, const float* s
   parallel_for(pool, blocks, [&](int64_t b) { pack_rows<V>(x, n, d, b, packed + b * dp * kWidth); });
   const int64_t tiles = std::max<int64_t>(1, kPanelBytes / (M * dp * 4));
   const int64_t panel = tiles * M, panels = (f + panel - 1) / panel;
+  const int64_t threads = std::min<int64_t>(pool.num_threads(), panels);
   parallel_for(pool, panels, [&](int64_t p) {
-    thread_local std::vector<float> widened_buf;
+    thread_local std::vector<float> widened_buf, out_buf;
     float* widened = scratch(widened_buf, panel * dp);
-    const int64_t f0 = p * panel;
-    for (int64_t t = 0; t < tiles; ++t) widen_rows<M>(w, scale, f, d, f0 + t * M, widened + t * M * dp);
-    for (int64_t b = 0; b < blocks; ++b)
-      for (int64_t t = 0; t < tiles && f0 + t * M < f; ++t)
-        tile<V>(widened + t * M * dp, packed + b * dp * kWidth, d, y + b * kWidth * f + f0 + t * M, f,
-                f - f0 - t * M, n - b * kWidth);
+    float* out = scratch(out_buf, panel * kWidth);
+    const int64_t f0 = p * panel, cols = std::min(panel, f - f0), used = (cols + M - 1) / M;
+    for (int64_t t = 0; t < used; ++t) widen_rows<M>(w, scale, f, d, f0 + t * M, widened + t * M * dp);
+    // the panel this thread likely takes next (parts go round the threads), fetched while this
+    // one computes: at few blocks the widening would otherwise wait on memory
+    const int64_t next_f = f0 + threads * panel;
+    const char* next = reinterpret_cast<const char*>(w + std::min(next_f, f) * d);
+    const int64_t lines = std::clamp<int64_t>(f - next_f, 0, panel) * d * sizeof(W) / 64, calls = blocks * used;
+    for (int64_t b = 0; b < blocks; ++b) {
+      const int64_t rows = std::min<int64_t>(kWidth, n - b * kWidth);
+      for (int64_t t = 0; t < used; ++t) {
+        const int64_t first = (b * used + t) * lines / calls, last = (b * used + t + 1) * lines / calls;
+        tile<V>(widened + t * M * dp, packed + b * dp * kWidth, d, out + t * M * kWidth, next + 64 * first, last - first);
+      }
+      transpose(out, kWidth, cols, rows, y + b * kWidth * f + f0, f);
+    }
   });
 }
 #endif
