@@ -25,7 +25,8 @@ import jax
 import jaxlib
 
 SOURCE = "product.cc"
-TARGETS = {"bfloat16": "RwkvProductBf16", "int8": "RwkvProductInt8"}  # weight dtype -> symbol
+# weight dtype -> symbol
+TARGETS = {"bfloat16": "RwkvProductBf16", "int8": "RwkvProductInt8", "float32": "RwkvProductF32"}
 FLAGS = ("-O3", "-march=native", "-shared", "-fPIC", "-std=c++17", "-w")
 
 

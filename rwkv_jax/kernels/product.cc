@@ -34,6 +34,7 @@ inline float widen(uint16_t b) {
   return f;
 }
 inline float widen(int8_t q) { return static_cast<float>(q); }
+inline float widen(float v) { return v; }
 
 // Runs fn(0), ..., fn(parts - 1) on the calling thread and XLA's intra-op threads. Parts are
 // claimed from a shared counter, so when the pool is busy the caller runs them all itself rather
@@ -65,6 +66,7 @@ inline __m512 widen16(const uint16_t* w) {
 inline __m512 widen16(const int8_t* w) {
   return _mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(_mm_loadu_si128(reinterpret_cast<const __m128i*>(w))));
 }
+inline __m512 widen16(const float* w) { return _mm512_loadu_ps(w); }
 
 // One row of w against one row of x, four accumulators deep.
 template <typename W>
@@ -274,10 +276,13 @@ void product(ffi::ThreadPool& pool, const float* x, const W* w, const float* sca
   few_rows(pool, x, w, scale, y, n, d, f);
 }
 
-template <ffi::DataType T, typename W>
-ffi::Error ffi_product(ffi::ThreadPool pool, ffi::Buffer<ffi::F32> x, ffi::Buffer<T> w, ffi::Buffer<ffi::F32> scale,
-                   ffi::ResultBuffer<ffi::F32> y) {
+// w arrives as any buffer of W's width: bfloat16 rows come as they are or, from inside a loop,
+// as their bits (uint16; see `rwkv_jax.quant.loop_safe`).
+template <typename W>
+ffi::Error ffi_product(ffi::ThreadPool pool, ffi::Buffer<ffi::F32> x, ffi::AnyBuffer w, ffi::Buffer<ffi::F32> scale,
+                       ffi::ResultBuffer<ffi::F32> y) {
   const auto xd = x.dimensions(), wd = w.dimensions();
+  if (ffi::ByteWidth(w.element_type()) != sizeof(W)) return ffi::Error::InvalidArgument("w has the wrong element width");
   if (xd.size() < 1 || wd.size() < 2) return ffi::Error::InvalidArgument("x needs [..., D] and w [..., F, D]");
   const int64_t d = xd.back(), f = wd[wd.size() - 2];
   if (wd.back() != d) return ffi::Error::InvalidArgument("w's last axis must match x's");
@@ -286,24 +291,21 @@ ffi::Error ffi_product(ffi::ThreadPool pool, ffi::Buffer<ffi::F32> x, ffi::Buffe
   if (scale.element_count() != static_cast<size_t>(f)) return ffi::Error::InvalidArgument("scale needs one entry per row of w");
   const int64_t n = d ? static_cast<int64_t>(x.element_count()) / d : 0;
   if (n == 0 || f == 0) return ffi::Error::Success();
-  product(pool, x.typed_data(), reinterpret_cast<const W*>(w.typed_data()), scale.typed_data(), y->typed_data(), n, d, f);
+  product(pool, x.typed_data(), static_cast<const W*>(w.untyped_data()), scale.typed_data(), y->typed_data(), n, d, f);
   return ffi::Error::Success();
 }
 
 }  // namespace
 
-XLA_FFI_DEFINE_HANDLER_SYMBOL(RwkvProductBf16, (ffi_product<ffi::BF16, uint16_t>),
-                              ffi::Ffi::Bind()
-                                  .Ctx<ffi::ThreadPool>()
-                                  .Arg<ffi::Buffer<ffi::F32>>()
-                                  .Arg<ffi::Buffer<ffi::BF16>>()
-                                  .Arg<ffi::Buffer<ffi::F32>>()
-                                  .Ret<ffi::Buffer<ffi::F32>>());
+#define RWKV_PRODUCT(symbol, W)                                  \
+  XLA_FFI_DEFINE_HANDLER_SYMBOL(symbol, ffi_product<W>,          \
+                                ffi::Ffi::Bind()                 \
+                                    .Ctx<ffi::ThreadPool>()      \
+                                    .Arg<ffi::Buffer<ffi::F32>>() \
+                                    .Arg<ffi::AnyBuffer>()       \
+                                    .Arg<ffi::Buffer<ffi::F32>>() \
+                                    .Ret<ffi::Buffer<ffi::F32>>());
 
-XLA_FFI_DEFINE_HANDLER_SYMBOL(RwkvProductInt8, (ffi_product<ffi::S8, int8_t>),
-                              ffi::Ffi::Bind()
-                                  .Ctx<ffi::ThreadPool>()
-                                  .Arg<ffi::Buffer<ffi::F32>>()
-                                  .Arg<ffi::Buffer<ffi::S8>>()
-                                  .Arg<ffi::Buffer<ffi::F32>>()
-                                  .Ret<ffi::Buffer<ffi::F32>>());
+RWKV_PRODUCT(RwkvProductBf16, uint16_t)
+RWKV_PRODUCT(RwkvProductInt8, int8_t)
+RWKV_PRODUCT(RwkvProductF32, float)
