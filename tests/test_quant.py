@@ -125,6 +125,18 @@ def test_the_decode_step_reads_quantized_params_through_the_native_product(quant
         decode_params(q, cfg), cfg, jnp.asarray(7), split_state(state)).as_text()
 
 
+def test_the_float32_decode_head_runs_in_the_native_product(tiny):
+    """Float32 params keep XLA's dots in the layers; the decode loop's `[V, D]` head is the kernel's."""
+    cfg, params = tiny
+    _, state = forward(params, cfg, jnp.arange(1, 20))
+    layout = decode_params(params, cfg)
+    got, _ = decode_step(layout, cfg, jnp.asarray(7), split_state(state))
+    want, _ = rwkv_jax.step(params, cfg, jnp.asarray(7), state)
+    np.testing.assert_allclose(got, want, atol=1e-5)
+    hlo = jax.jit(decode_step, static_argnames="cfg").lower(layout, cfg, jnp.asarray(7), split_state(state)).as_text()
+    assert hlo.count("rwkv_jax_product_float32") == 1 and "rwkv_jax_product_int8" not in hlo
+
+
 @pytest.mark.parametrize("batch", [3, 32])
 def test_a_batch_of_steps_equals_each_step(quantized, tiny, batch):
     """A vmapped step is one product of `batch` rows (32: the many-row kernel)."""

@@ -1,9 +1,9 @@
 // Products of float32 activations with half- and quarter-width weights, read at their width.
 //
 // y[n, f] = sum_d x[n, d] * (widen(w[f, d]) * scale[f]) for x [N, D], weights stored one output per
-// row, w [F, D] (bfloat16 or int8; scale [F], all ones for bfloat16), float32 accumulation. The
-// widened weights are exactly XLA's `w.astype(f32) * scale[:, None]`; only the summation order
-// differs.
+// row, w [F, D] (bfloat16 or int8; scale [F], all ones for bfloat16; or float32, for the decode
+// head), float32 accumulation. The widened weights are exactly XLA's `w.astype(f32) *
+// scale[:, None]`; only the summation order differs.
 //
 // A few rows (batch-1 decode): each weight row is streamed once and dotted with every activation
 // row, so the product runs at the memory's speed (`few_rows`). Many rows (prefill, batched
