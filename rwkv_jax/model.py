@@ -20,7 +20,7 @@ from jaxtyping import Array, Bool, Float, Int
 
 from rwkv_jax.config import Config
 from rwkv_jax.params import Params
-from rwkv_jax.quant import Narrow, linear, lookup
+from rwkv_jax.quant import Narrow, linear, lookup, loop_safe
 from rwkv_jax.state import State
 from rwkv_jax.wkv import Heads, HeadState, Impl, wkv_states
 from rwkv_jax.wkv import wkv as wkv_recurrence
@@ -181,7 +181,7 @@ def _layers(params: Params, cfg: Config, tokens: jax.Array, state: State, *, len
                     recurrence=recurrence)
         return (out.x, out.v_first), out.replace(x=x, v_first=None)
 
-    (x, _), outs = lax.scan(body, (x, jnp.zeros_like(x)), (params["blocks"], state, jnp.arange(cfg.n_layer)))
+    (x, _), outs = lax.scan(body, (x, jnp.zeros_like(x)), (loop_safe(params["blocks"]), state, jnp.arange(cfg.n_layer)))
     return x, outs
 
 

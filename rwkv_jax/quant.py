@@ -6,14 +6,13 @@ LoRAs, vectors or norms) with a `Narrow`: the matrix stored one output per row i
 in int8 with one float32 scale per output (symmetric, round to nearest). The model reads every
 matrix through `linear` and the embedding through `lookup`, so quantized params run through
 `forward`, `step`, `generate` and the decode loop unchanged. Activations, the state and every
-accumulation stay float32. At a few rows (decode) the product runs in `rwkv_jax.kernels`,
-which reads the narrow bytes as they are; at many rows (prefill, batched decode) it is XLA's
-float32 dot on the widened matrix.
+accumulation stay float32. On a CPU the products run in `rwkv_jax.kernels`, which reads the
+narrow bytes as they are at any number of rows (it never builds the widened matrix); elsewhere,
+or without a compiler, they are XLA's float32 dot on the widened matrix.
 """
 
 from __future__ import annotations
 
-import math
 from typing import Any, Literal
 
 import flax.struct
@@ -27,8 +26,8 @@ from rwkv_jax import kernels
 F32 = jnp.float32
 NarrowDtype = Literal["bfloat16", "int8"]
 DTYPES = ("bfloat16", "int8")
-KERNEL_ROWS = 4  # at most this many rows of activations go through the native product
 SMALLEST = 128  # a matrix is quantized when both its axes are at least this long
+BF16_BITS = jnp.uint16  # bfloat16 rows inside a loop (`loop_safe`)
 
 
 @flax.struct.dataclass
@@ -152,17 +151,41 @@ def dequantize(params: Any) -> Any:
 
 def native_product(x: Float[Array, "... D"], rows: Array, scale: Float[Array, " F"]) -> Float[Array, "... F"]:
     """`x @ (rows * scale[:, None]).T` in `rwkv_jax.kernels` (which must be available), float32:
-    what `linear` runs at a few rows on a CPU."""
+    what `linear` runs on a CPU. `rows` is bfloat16 (or its bits, `BF16_BITS`), int8 or float32."""
     out = jax.ShapeDtypeStruct(x.shape[:-1] + rows.shape[-2:-1], F32)
-    name = kernels.target_name(jnp.dtype(rows.dtype).name)
+    name = kernels.target_name("bfloat16" if rows.dtype == BF16_BITS else jnp.dtype(rows.dtype).name)
     return jax.ffi.ffi_call(name, out, vmap_method="sequential")(x.astype(F32), rows, scale)
+
+
+def _float32(rows: Array) -> Float[Array, "... F D"]:
+    """Narrow rows in float32, bfloat16 ones whether as they are or as their bits."""
+    if rows.dtype == BF16_BITS:
+        rows = jax.lax.bitcast_convert_type(rows, jnp.bfloat16)
+    return rows.astype(F32)
+
+
+def loop_safe(params: Any) -> Any:
+    """The params with every bfloat16 Narrow's rows as their raw bits (`BF16_BITS`), for a loop
+    over layers: XLA's CPU backend carries a bfloat16 array through a `while` loop as float32, so a
+    `lax.scan` over bf16 weights widens them all on every call and narrows each layer back for
+    the product (10% of a 512-token prefill on the 0.1B shape). Integer bits pass as they are."""
+    def one(x):
+        bf16 = is_narrow(x) and x.rows.dtype == jnp.bfloat16
+        return x.replace(rows=jax.lax.bitcast_convert_type(x.rows, BF16_BITS)) if bf16 else x
+
+    return jax.tree.map(one, params, is_leaf=is_narrow)
+
+
+def _native() -> bool:
+    """Whether products run in `rwkv_jax.kernels` (on a CPU, with the kernels built)."""
+    return kernels.available() and jax.default_backend() == "cpu"
 
 
 @jax.custom_batching.custom_vmap
 def _product(x: Float[Array, "... D"], rows: Array, scale: Float[Array, " F"]) -> Float[Array, "... F"]:
-    if math.prod(x.shape[:-1]) <= KERNEL_ROWS and kernels.available() and jax.default_backend() == "cpu":
+    if _native():
         return native_product(x, rows, scale)
-    return jnp.einsum("...d,fd->...f", x.astype(F32), rows.astype(F32) * scale[:, None])
+    return jnp.einsum("...d,fd->...f", x.astype(F32), _float32(rows) * scale[:, None])
 
 
 @_product.def_vmap
@@ -173,7 +196,7 @@ def _product_batched(axis_size: int, in_batched: list[bool], x, rows, scale):
         x = x if x_batched else jnp.broadcast_to(x, (axis_size, *x.shape))
         rows = rows if rows_batched else jnp.broadcast_to(rows, (axis_size, *rows.shape))
         scale = scale if scale_batched else jnp.broadcast_to(scale, (axis_size, *scale.shape))
-        return jnp.einsum("b...d,bfd->b...f", x.astype(F32), rows.astype(F32) * scale[..., None]), True
+        return jnp.einsum("b...d,bfd->b...f", x.astype(F32), _float32(rows) * scale[..., None]), True
     if not x_batched:
         return _product(x, rows, scale), False
     return _product(x, rows, scale), True
@@ -189,10 +212,15 @@ def linear(x: Float[Array, "... D"], w: Float[Array, "D F"] | Narrow) -> Float[A
 
 
 def rows_product(x: Float[Array, "... D"], m: Float[Array, "F D"] | Narrow) -> Float[Array, "... F"]:
-    """`x @ m.T` for a matrix held one output per row (the decode loop's head, the embedding)."""
-    if not is_narrow(m):
-        return jax.lax.dot_general(x, m, (((x.ndim - 1,), (1,)), ((), ())))
-    return _product(x, m.rows, m.scale)
+    """`x @ m.T` for a matrix held one output per row (the decode loop's head, the embedding).
+
+    A float32 matrix goes through the native product too: for the 0.1B head ([65536, 768]) it is
+    faster than XLA's dot at 1 and at 32 rows (BENCHMARKS.md)."""
+    if is_narrow(m):
+        return _product(x, m.rows, m.scale)
+    if m.dtype == F32 and _native():
+        return _product(x, m, jnp.ones(m.shape[:-1], F32))
+    return jax.lax.dot_general(x, m, (((x.ndim - 1,), (1,)), ((), ())))
 
 
 def lookup(emb: Float[Array, "V D"] | Narrow, tokens: Int[Array, " T"]) -> Float[Array, "T D"]:

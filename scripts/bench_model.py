@@ -1,13 +1,13 @@
 """Speed of rwkv_jax against the official `rwkv` package on one random 0.1B-shape model.
 
-    python scripts/bench_model.py [--prefill 512] [--decode 64] [--stream-tokens 1000000]
+    python scripts/bench_model.py [--prefill 512] [--decode 64] [--stream-tokens 1000000] [--widths-only]
 
 Both run on this CPU in one process, same weights (written as an official `.pth`), fp32. The
 official package is measured at each `--threads` count and the faster result anchors each ratio:
 a baseline at its best setting (on two shared cores, two torch threads spin and can lose to one).
 Prints a markdown report: prefill, training (forward + backward), decode at batch 1/8/32; prefill
-and batch-1 decode with float32, bfloat16 and int8 weights (`rwkv_jax.quant`), the bytes a token
-reads and the share of this CPU's measured read rate; and peak RSS while streaming tokens through
+and decode at batch 1 and 32 with float32, bfloat16 and int8 weights (`rwkv_jax.quant`), the bytes
+a batch-1 token reads and the share of this CPU's measured read rate; and peak RSS while streaming tokens through
 `forward` with a carried state (the constant-memory promise).
 """
 
@@ -113,20 +113,38 @@ def decode_bytes(params, cfg: Config) -> int:
 
 
 def bench_widths(params, cfg: Config, prompt: np.ndarray, n_decode: int, reps: int) -> dict:
-    """{dtype: {"prefill", "decode1", "bytes"}} for float32 params and their weight-only
+    """{dtype: {"prefill", "decode1", "decode32", "bytes"}} for float32 params and their weight-only
     quantized forms (`rwkv_jax.quant`), interleaved so that load on the machine hits every row alike."""
     forms = {"float32": params, **{d: quant.quantize(params, d) for d in quant.DTYPES}}
     toks = jnp.asarray(prompt)
     _, state = forward(params, cfg, toks)
-    res = {d: {"bytes": decode_bytes(p, cfg), "prefill": [], "decode1": []} for d, p in forms.items()}
+    measures = ("prefill", "decode1", "decode32")
+    res = {d: {"bytes": decode_bytes(p, cfg), **{m: [] for m in measures}} for d, p in forms.items()}
     for _ in range(reps):
         for d, p in forms.items():
             f = jax.jit(lambda p, t: forward(p, cfg, t, logits="last")[0])
             res[d]["prefill"].append(len(prompt) / median_time(lambda: f(p, toks).block_until_ready(), 1))
             res[d]["decode1"].append(decode_rate(p, cfg, prompt, state, 1, n_decode, 1))
+            res[d]["decode32"].append(decode_rate(p, cfg, prompt, state, 32, n_decode, 1))
     for r in res.values():
-        r["prefill"], r["decode1"] = statistics.median(r["prefill"]), statistics.median(r["decode1"])
+        r.update({m: statistics.median(r[m]) for m in measures})
     return res
+
+
+def print_widths(widths: dict, official: dict | None, bandwidth: float, prefill: int) -> None:
+    """The width table; ratios to the official package where it was measured."""
+    print(f"\n## Weight width (0.1B shape; {kernels.status()})\n")
+    print(f"Measured memory read rate: {bandwidth:.1f} GB/s (a jitted sum over 1 GiB of float32).\n")
+    print(f"| weights | prefill {prefill} (tok/s) | vs official | decode batch 1 (tok/s) | vs official | vs our fp32 "
+          "| MB read per token | GB/s | share of read rate | decode batch 32 (tok/s, all rows) | vs official |")
+    print("|---|---|---|---|---|---|---|---|---|---|---|")
+    base = widths["float32"]["decode1"]
+    ratio = (lambda v, k: f"{v / official[k]:.2f}x") if official else (lambda v, k: "")
+    for d, r in widths.items():
+        rate = r["bytes"] * r["decode1"] / 1e9
+        print(f"| {d} | {r['prefill']:.1f} | {ratio(r['prefill'], 'prefill')} | {r['decode1']:.1f} | "
+              f"{ratio(r['decode1'], 'decode1')} | {r['decode1'] / base:.2f}x | {r['bytes'] / 1e6:.0f} | "
+              f"{rate:.1f} | {rate / bandwidth:.0%} | {r['decode32']:.1f} | {ratio(r['decode32'], 'decode1')} |")
 
 
 def bench_ours(params, cfg: Config, prompt: np.ndarray, n_decode: int, reps: int) -> dict:
@@ -186,6 +204,7 @@ def main() -> None:
     ap.add_argument("--threads", default="1,2", help="torch thread counts to measure the official package at")
     ap.add_argument("--stream-tokens", type=int, default=1_000_000)
     ap.add_argument("--stream-chunk", type=int, default=4096)
+    ap.add_argument("--widths-only", action="store_true", help="only the weight-width table (no official package)")
     args = ap.parse_args()
     threads = [int(n) for n in args.threads.split(",")]
 
@@ -194,6 +213,9 @@ def main() -> None:
     cfg = Config.default(12, 768, 65536)
     params = perturbed_params(cfg, scale=0.02)
     prompt = np.random.default_rng(0).integers(1, cfg.vocab_size, args.prefill).astype(np.int32)
+    if args.widths_only:
+        widths = bench_widths(params, cfg, prompt, args.decode, args.reps)
+        return print_widths(widths, None, read_bandwidth(args.reps), args.prefill)
     with tempfile.TemporaryDirectory() as tmp:
         path = Path(tmp) / "bench.pth"
         write_pth(params, path, dtype="float32")
@@ -223,17 +245,7 @@ def main() -> None:
         print(f"| {name} | {ref:.1f} | {val:.1f} | {val / ref:.2f}x |")
     for impl in ("chunked", "scan"):
         print(f"| training {args.prefill - 1} tokens fwd+bwd, {impl} wkv | n/a | {ours[f'train_{impl}']:.1f} | |")
-    print(f"\n## Weight width at batch 1 (0.1B shape; {kernels.status()})\n")
-    print(f"Measured memory read rate: {bandwidth:.1f} GB/s (a jitted sum over 1 GiB of float32).\n")
-    print("| weights | prefill (tok/s) | vs official | decode batch 1 (tok/s) | vs official | vs our fp32 "
-          "| MB read per token | GB/s | share of read rate |")
-    print("|---|---|---|---|---|---|---|---|---|")
-    base = widths["float32"]["decode1"]
-    for d, r in widths.items():
-        rate = r["bytes"] * r["decode1"] / 1e9
-        print(f"| {d} | {r['prefill']:.1f} | {r['prefill'] / official['prefill']:.2f}x | {r['decode1']:.1f} | "
-              f"{r['decode1'] / official['decode1']:.2f}x | {r['decode1'] / base:.2f}x | {r['bytes'] / 1e6:.0f} | "
-              f"{rate:.1f} | {rate / bandwidth:.0%} |")
+    print_widths(widths, official, bandwidth, args.prefill)
     print(f"\n## Streaming {args.stream_tokens} tokens in {args.stream_chunk}-token chunks (L=2, D=128)\n")
     print("| tokens read | RSS (MiB) | peak RSS (MiB) |")
     print("|---|---|---|")

@@ -56,27 +56,62 @@ def test_int8_rounds_each_entry_to_within_half_a_step_of_its_row(tiny):
     assert np.asarray(narrow.rows).min() >= -127
 
 
+def _random_narrow(rng, d: int, f: int, dtype: str) -> quant.Narrow:
+    """A Narrow for a random [d, f] projection, of any size (quantize skips small matrices)."""
+    return quant._narrow(rng.standard_normal((d, f)).astype(np.float32), dtype, transposed=True)
+
+
 @pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize("rows,d,f", [(1, 768, 3072), (3, 100, 257), (1, 16, 2048), (4, 64, 1)])
 def test_native_product_matches_xla_on_the_same_weights(dtype, rows, d, f):
     assert kernels.available(), kernels.status()
     rng = np.random.default_rng(rows * d + f)
-    narrow = quant.quantize({"w": rng.standard_normal((d, f)).astype(np.float32)}, dtype)["w"] \
-        if min(d, f) >= quant.SMALLEST else quant._narrow(rng.standard_normal((d, f)), dtype, True)
+    narrow = _random_narrow(rng, d, f, dtype)
     x = jnp.asarray(rng.standard_normal((rows, d)), jnp.float32)
     native = jax.jit(quant.native_product)(x, narrow.rows, narrow.scale)
     want = np.asarray(x, np.float64) @ np.asarray(narrow.dense(), np.float64)
     np.testing.assert_allclose(np.asarray(native), want, rtol=1e-4, atol=1e-4 * np.abs(want).max())
 
 
-def test_forward_on_quantized_params_is_forward_on_their_float_values(quantized, tiny):
+# rows: the few-row kernel (<= 16) and each block width of the many-row one (32, 48, 64 rows a
+# block), each with a partial last block; d and f off the 16-lane and tile sizes
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("rows,d,f", [(5, 100, 257), (16, 33, 130), (17, 768, 769), (33, 130, 1000),
+                                      (64, 768, 768), (600, 333, 131), (200, 3072, 77)])
+def test_many_row_product_matches_xla_on_the_same_widened_weights(dtype, rows, d, f):
+    """Float32 accumulation in another order: within 1e-5 of the largest output."""
+    assert kernels.available(), kernels.status()
+    rng = np.random.default_rng(rows + d * f)
+    narrow = _random_narrow(rng, d, f, dtype)
+    x = jnp.asarray(rng.standard_normal((rows, d)), jnp.float32)
+    native = np.asarray(jax.jit(quant.native_product)(x, narrow.rows, narrow.scale))
+    want = np.asarray(jax.jit(lambda x, m: x @ m.T)(x, narrow.widened()))
+    assert native.shape == want.shape == (rows, f)
+    np.testing.assert_allclose(native, want, rtol=0, atol=1e-5 * np.abs(want).max())
+
+
+def test_many_rows_with_leading_axes_are_rows():
+    """A [B, T, D] input is B * T rows; each row's product is the same as alone."""
+    rng = np.random.default_rng(0)
+    narrow = _random_narrow(rng, 64, 200, "int8")
+    x = jnp.asarray(rng.standard_normal((3, 40, 64)), jnp.float32)
+    native = np.asarray(jax.jit(quant.native_product)(x, narrow.rows, narrow.scale))
+    alone = np.asarray(jax.jit(quant.native_product)(x[1, 7], narrow.rows, narrow.scale))
+    np.testing.assert_allclose(native[1, 7], alone, rtol=0, atol=1e-5 * np.abs(alone).max())
+    np.testing.assert_allclose(native, np.asarray(x) @ np.asarray(narrow.dense()), rtol=1e-4, atol=1e-4)
+
+
+@pytest.mark.parametrize("length", [39, 100])
+def test_forward_on_quantized_params_is_forward_on_their_float_values(quantized, tiny, length):
+    """A prompt is many rows: its products run in the native kernel on a CPU, not XLA's dot."""
     dtype, q = quantized
     cfg, _ = tiny
-    tokens = jnp.arange(1, 40) % cfg.vocab_size
+    tokens = jnp.arange(1, length + 1) % cfg.vocab_size
     got, state = forward(q, cfg, tokens)
     want, want_state = forward(quant.dequantize(q), cfg, tokens)
     np.testing.assert_allclose(got, want, atol=1e-4)
     np.testing.assert_allclose(state.wkv, want_state.wkv, atol=1e-4)
+    assert "rwkv_jax_product" in jax.jit(forward, static_argnames="cfg").lower(q, cfg, tokens).as_text()
 
 
 def test_the_decode_step_reads_quantized_params_through_the_native_product(quantized, tiny):
@@ -90,15 +125,31 @@ def test_the_decode_step_reads_quantized_params_through_the_native_product(quant
         decode_params(q, cfg), cfg, jnp.asarray(7), split_state(state)).as_text()
 
 
-def test_a_batch_of_steps_equals_each_step(quantized, tiny):
+def test_the_float32_decode_head_runs_in_the_native_product(tiny):
+    """Float32 params keep XLA's dots in the layers; the decode loop's `[V, D]` head is the kernel's."""
+    cfg, params = tiny
+    _, state = forward(params, cfg, jnp.arange(1, 20))
+    layout = decode_params(params, cfg)
+    got, _ = decode_step(layout, cfg, jnp.asarray(7), split_state(state))
+    want, _ = rwkv_jax.step(params, cfg, jnp.asarray(7), state)
+    np.testing.assert_allclose(got, want, atol=1e-5)
+    hlo = jax.jit(decode_step, static_argnames="cfg").lower(layout, cfg, jnp.asarray(7), split_state(state)).as_text()
+    assert hlo.count("rwkv_jax_product_float32") == 1 and "rwkv_jax_product_int8" not in hlo
+
+
+@pytest.mark.parametrize("batch", [3, 32])
+def test_a_batch_of_steps_equals_each_step(quantized, tiny, batch):
+    """A vmapped step is one product of `batch` rows (32: the many-row kernel)."""
     _, q = quantized
     cfg, _ = tiny
-    states = jax.vmap(lambda t: forward(q, cfg, t)[1])(jnp.arange(1, 31).reshape(3, 10))
-    tokens = jnp.asarray([3, 5, 9])
-    batch, _ = jax.vmap(lambda t, s: rwkv_jax.step(q, cfg, t, s))(tokens, states)
-    for i in range(3):
+    states = jax.vmap(lambda t: forward(q, cfg, t)[1])(jnp.arange(1, 10 * batch + 1).reshape(batch, 10))
+    tokens = jnp.arange(batch) * 7 % cfg.vocab_size
+    batched = jax.jit(jax.vmap(lambda t, s: rwkv_jax.step(q, cfg, t, s)))
+    batch_logits, _ = batched(tokens, states)
+    assert "rwkv_jax_product" in batched.lower(tokens, states).as_text()
+    for i in (0, batch - 1):
         one, _ = rwkv_jax.step(q, cfg, tokens[i], jax.tree.map(lambda a, i=i: a[i], states))
-        np.testing.assert_allclose(batch[i], one, atol=1e-5)
+        np.testing.assert_allclose(batch_logits[i], one, atol=1e-5)
 
 
 def test_int8_logits_stay_close_to_fp32_on_a_random_model():
@@ -154,7 +205,7 @@ def test_without_a_compiler_the_products_fall_back_to_xla(tmp_path):
     code = ("import jax.numpy as jnp, rwkv_jax; from rwkv_jax import kernels, quant, forward; "
             "from rwkv_jax.params import perturbed_params; cfg = rwkv_jax.Config.default(1, 128, 256); "
             "p = perturbed_params(cfg); q = quant.quantize(p, 'int8'); "
-            "a = forward(q, cfg, jnp.arange(1, 3))[0]; b = forward(quant.dequantize(q), cfg, jnp.arange(1, 3))[0]; "
+            "t = jnp.arange(1, 41); a = forward(q, cfg, t)[0]; b = forward(quant.dequantize(q), cfg, t)[0]; "
             "print(kernels.available(), kernels.status(), float(abs(a - b).max()))")
     env = {**os.environ, "CXX": "no-such-compiler", "RWKV_JAX_KERNEL_CACHE": str(tmp_path)}
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env)

@@ -1,8 +1,9 @@
 """Native CPU kernels behind `rwkv_jax.quant`, built from source on first use.
 
 XLA's CPU backend widens bfloat16 and int8 weights to a float32 copy before a dot, so a narrow
-weight costs more than a float32 one (BENCHMARKS.md, "Half- and quarter-width decode"). `gemv.cc`
-reads them at their own width instead. It is compiled once per source, jaxlib and compiler
+weight costs more than a float32 one (BENCHMARKS.md, "Half- and quarter-width weights").
+`product.cc` reads them at their own width instead, at a few rows (decode) and at many (prefill,
+batched decode). It is compiled once per source, jaxlib and compiler
 into `$RWKV_JAX_KERNEL_CACHE` (default `~/.cache/rwkv_jax/kernels`) with `$CXX` (default `g++`)
 and registered as XLA FFI targets. Without a compiler the products fall back to XLA's dots:
 same numbers, no speed-up; `status()` says which.
@@ -23,8 +24,9 @@ from pathlib import Path
 import jax
 import jaxlib
 
-SOURCE = "gemv.cc"
-TARGETS = {"bfloat16": "RwkvProductBf16", "int8": "RwkvProductInt8"}  # weight dtype -> symbol
+SOURCE = "product.cc"
+# weight dtype -> symbol
+TARGETS = {"bfloat16": "RwkvProductBf16", "int8": "RwkvProductInt8", "float32": "RwkvProductF32"}
 FLAGS = ("-O3", "-march=native", "-shared", "-fPIC", "-std=c++17", "-w")
 
 
@@ -36,7 +38,7 @@ def _build(source: bytes, compiler: str) -> Path:
     """The shared library for `source`, compiled unless a build of the same inputs exists."""
     tag = hashlib.sha256(b"\0".join([source, jaxlib.__version__.encode(), compiler.encode(),
                                       " ".join(FLAGS).encode()])).hexdigest()[:16]
-    out = _cache_dir() / f"gemv-{tag}.so"
+    out = _cache_dir() / f"product-{tag}.so"
     if out.exists():
         return out
     out.parent.mkdir(parents=True, exist_ok=True)
