@@ -25,7 +25,7 @@ from rime.eval import protocol
 from rime.eval.analysis import Rate
 from rime.eval.evaluate import Evaluator
 from rime.eval.protocol import Spec, question_prompt
-from rime.eval.sessions import ROUTED_ROLES, SessionEvaluator, action_edit, in_effect, questions
+from rime.eval.sessions import ROUTED_ROLES, SessionEvaluator, questions
 from rwkv_jax.batch import concat, take
 from rwkv_jax.chat import chat_prompt
 
@@ -74,11 +74,8 @@ def sessions_table(model, sessions) -> None:
     runner = SessionEvaluator(Evaluator(model, Spec(methods=(get_method("none"),))), get_method("none"))
     size = runner.evaluator.group_size
     unedited = concat([runner.final_states(sessions[i:i + size], acting=False) for i in range(0, len(sessions), size)])
-    edits, owners, prompts, asked, wanted, untouched = [], [], [], [], [], []
+    prompts, asked, wanted, untouched = [], [], [], []
     for g, session in enumerate(sessions):
-        for i in in_effect(session):
-            edits.append(action_edit(session, i))
-            owners.append(g)
         for q in questions(session):
             prompts.append(question_prompt(q))
             asked.append(g)
@@ -89,11 +86,8 @@ def sessions_table(model, sessions) -> None:
           f"{int(untouched.sum())} about untouched facts\n")
     print("| block | threshold | routing precision | routing recall | untouched facts routed |")
     print("|---|---|---|---|---|")
-    reader, owners, asked = runner.evaluator.reader, np.array(owners), np.array(asked)
     for layer in range(1, model.cfg.n_layer + 1):
-        keys = scoped.scope(take(unedited, owners), model, edits, layer=layer, reader=reader)
-        _, sim = scoped.route(keys, model, prompts, take(unedited, asked), reader=reader, owners=(owners, asked))
-        best = np.asarray(sim).max(axis=-1)
+        best = runner.similarity(sessions, prompts, asked, unedited, layer=layer).max(axis=-1, initial=-np.inf)
         for threshold in THRESHOLDS:
             routed = best > threshold
             hits = int((routed & wanted).sum())

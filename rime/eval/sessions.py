@@ -160,19 +160,26 @@ class SessionEvaluator:
 
     def _route(self, group: Sequence[Session], jobs: Sequence[_Job], unedited: State) -> np.ndarray:
         """Per job, whether its question goes to the edited state (see the class docstring)."""
+        sim = self.similarity(group, [question_prompt(j.question) for j in jobs], [j.state for j in jobs], unedited)
+        return sim.max(axis=-1, initial=-np.inf) > self.threshold
+
+    def similarity(self, group: Sequence[Session], prompts: Sequence[str], asked: Sequence[int], unedited: State,
+                   *, layer: int | None = None) -> np.ndarray:
+        """`[B, E]`: each question's (a chat prompt, asked in session `asked[b]` of `group`) cosine with
+        the routing key of every action in effect in `group`, each read from its session's unedited
+        state (`[G]`); -inf against another session's actions. `layer`: `editing.scoped.scope`'s."""
         cases, owners = [], []
         for g, s in enumerate(group):
             for i in in_effect(s):
                 cases.append(action_edit(s, i))
                 owners.append(g)
         if not cases:
-            return np.zeros(len(jobs), bool)
+            return np.full((len(prompts), 0), -np.inf)
         ev = self.evaluator
-        keys = scope(take(unedited, owners), ev.model, cases, reader=ev.reader)
-        asked = [j.state for j in jobs]
-        routed, _ = route(keys, ev.model, [question_prompt(j.question) for j in jobs], take(unedited, asked),
-                          threshold=self.threshold, reader=ev.reader, owners=(np.array(owners), np.array(asked)))
-        return np.asarray(routed)
+        keys = scope(take(unedited, owners), ev.model, cases, layer=layer, reader=ev.reader)
+        _, sim = route(keys, ev.model, prompts, take(unedited, asked), reader=ev.reader,
+                       owners=(np.array(owners), np.array(asked)))
+        return np.asarray(sim)
 
     def _row(self, job: _Job, ids: list[int], stopped: bool, routed: bool | None) -> dict:
         s, q = job.session, job.question
