@@ -18,6 +18,8 @@ transposes them. Layer 0's value-residual LoRA (`v0, v1, v2`) is never used by t
 
 from __future__ import annotations
 
+import dataclasses
+from collections.abc import Sequence
 from typing import Any
 
 import jax
@@ -176,6 +178,19 @@ def perturbed_params(cfg: Config, seed: int = 0, scale: float = 0.1, dtype: jnp.
         init_params(cfg, jax.random.key(seed)),
     )
     return cast_params(noisy, dtype)
+
+
+def with_new_tokens(params: Params, cfg: Config, pieces: Sequence[Sequence[int]]) -> tuple[Params, Config]:
+    """Params for a vocab grown by `len(pieces)` tokens: each new token's embedding and head column
+    start as the mean of those of the old tokens it used to be spelled with (`pieces[i]`), so the
+    model reads a new token roughly as it read its spelling."""
+    if not pieces or any(not p for p in pieces):
+        raise ValueError("every new token needs the old tokens that spelled it")
+    rows = [np.asarray(params["emb"])[list(p)].mean(0) for p in pieces]
+    cols = [np.asarray(params["head"])[:, list(p)].mean(1) for p in pieces]
+    grown = dict(params, emb=jnp.concatenate([params["emb"], jnp.asarray(np.stack(rows), params["emb"].dtype)]),
+                 head=jnp.concatenate([params["head"], jnp.asarray(np.stack(cols, 1), params["head"].dtype)], 1))
+    return grown, dataclasses.replace(cfg, vocab_size=cfg.vocab_size + len(pieces))
 
 
 DTYPES: dict[str, np.dtype] = {

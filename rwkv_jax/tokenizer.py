@@ -192,3 +192,18 @@ def subset_vocab(base: Tokenizer, texts: Iterable[str], name: str) -> tuple[Toke
     for new, old in enumerate(sorted(used), start=257):
         vocab[new], to_base[new] = base.id_to_bytes[old], old
     return Tokenizer(vocab, name=name), to_base
+
+
+def extend_vocab(tokenizer: Tokenizer, to_base: dict[int, int], base: Tokenizer, texts: Iterable[str]
+                 ) -> tuple[Tokenizer, dict[int, int]]:
+    """`tokenizer` (a `subset_vocab` of `base`, with its id map `to_base`) plus every `base` token that
+    tokenizing `texts` uses and it lacks, appended after its ids in `base` order; existing ids keep
+    their meaning, so a trained model only gains rows. Returns it and the extended id map."""
+    have = set(to_base.values())
+    used = set()
+    for text in texts:
+        used.update(base.encode(text))
+    vocab, to_base = dict(tokenizer.id_to_bytes), dict(to_base)
+    for new, old in enumerate(sorted(used - have), start=tokenizer.max_id + 1):
+        vocab[new], to_base[new] = base.id_to_bytes[old], old
+    return Tokenizer(vocab, name=tokenizer.name), to_base

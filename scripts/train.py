@@ -4,7 +4,8 @@
         --export rwkv_jax/models/rime-tiny
 
 Re-running the same command resumes from the run's latest checkpoint. `--init-from CKPT` starts
-from an existing model (e.g. a converted official checkpoint) with its tokenizer.
+from an existing model (e.g. a converted official checkpoint) with its tokenizer; `--grow-vocab`
+first adds the World tokens a changed corpus uses that a compact vocab lacks.
 """
 
 from __future__ import annotations
@@ -22,21 +23,49 @@ import rwkv_jax
 from rime.chat import TrainingCorpus
 from rime.data.corpus import MIXES
 from rwkv_jax.checkpoint import resolve, save
-from rwkv_jax.tokenizer import Tokenizer, save_vocab, subset_vocab, world_tokenizer
+from rwkv_jax.params import with_new_tokens
+from rwkv_jax.tokenizer import Tokenizer, extend_vocab, save_vocab, subset_vocab, world_tokenizer
 from rwkv_jax.train import TrainConfig, final_params, train
 
 VOCAB_SAMPLE = 20_000
 
 
-def build_vocab(corpus: TrainingCorpus, path, name: str) -> Tokenizer:
-    """The compact vocab: World tokens the corpus uses (and all bytes), saved with its id map."""
+def corpus_sample(corpus: TrainingCorpus) -> list[str]:
+    """The texts a compact vocab is built from: dialogues and held-out questions of the corpus."""
     rng = random.Random("vocab")
     texts = [corpus.dialogue(rng) for _ in range(VOCAB_SAMPLE)]
-    texts += [p + " " + a for p, a in corpus.questions(rng, VOCAB_SAMPLE)]
-    tok, to_world = subset_vocab(world_tokenizer(), texts, name)
+    return texts + [p + " " + a for p, a in corpus.questions(rng, VOCAB_SAMPLE)]
+
+
+def write_vocab(path: Path, tok: Tokenizer, to_world: dict[int, int]) -> None:
     save_vocab(tok, path / "vocab.txt")
     (path / "world_ids.json").write_text(json.dumps({str(k): v for k, v in to_world.items()}))
+
+
+def build_vocab(corpus: TrainingCorpus, path: Path, name: str) -> Tokenizer:
+    """The compact vocab: World tokens the corpus uses (and all bytes), saved with its id map."""
+    tok, to_world = subset_vocab(world_tokenizer(), corpus_sample(corpus), name)
+    write_vocab(path, tok, to_world)
     return tok
+
+
+def grow_vocab(corpus: TrainingCorpus, model: rwkv_jax.Model, vocab_dir: Path, path: Path
+               ) -> tuple[Tokenizer, rwkv_jax.Config, dict]:
+    """The model's compact vocab plus the World tokens the corpus now uses and it lacks, saved to
+    `path`, and its params with a row for each (`params.with_new_tokens`)."""
+    tok, cfg = model.tokenizer, model.cfg
+    ids = vocab_dir / "world_ids.json"
+    if not ids.exists() or tok.max_id + 1 != cfg.vocab_size:
+        raise SystemExit(f"--grow-vocab needs a compact vocab with its world_ids.json and ids up to "
+                         f"{cfg.vocab_size - 1}; {vocab_dir} has neither")
+    to_world = {int(k): v for k, v in json.loads(ids.read_text()).items()}
+    grown, to_world = extend_vocab(tok, to_world, world_tokenizer(), corpus_sample(corpus))
+    added = range(tok.max_id + 1, grown.max_id + 1)
+    params, cfg = (with_new_tokens(model.params, cfg, [tok.encode_bytes(grown.id_to_bytes[i]) for i in added])
+                   if added else (model.params, cfg))
+    write_vocab(path, grown, to_world)
+    print(f"vocab grown by {len(added)} tokens: {[grown.token_text(i) for i in added]}")
+    return grown, cfg, params
 
 
 def export(path: Path, params, cfg: rwkv_jax.Config, tok: Tokenizer, vocab_dir: Path) -> None:
@@ -55,6 +84,9 @@ def main() -> None:
     ap.add_argument("--layers", type=int, default=4)
     ap.add_argument("--embd", type=int, default=128)
     ap.add_argument("--init-from", help="start from this model (path or bundled name)")
+    ap.add_argument("--grow-vocab", action="store_true",
+                    help="with --init-from a compact-vocab model: add the World tokens the corpus uses and "
+                         "its vocab lacks")
     ap.add_argument("--export", help="write the final model here as an rwkv_jax checkpoint")
     ap.add_argument("--export-latest", action="store_true",
                     help="only write the run's latest checkpoint (or --stop-at's) to --export, e.g. to probe a "
@@ -77,6 +109,11 @@ def main() -> None:
         base = rwkv_jax.load(args.init_from)
         tok, cfg, params, ref = base.tokenizer, base.cfg, base.params, args.init_from
         vocab_dir = resolve(args.init_from)
+        if args.grow_vocab:
+            tok, cfg, params = grow_vocab(corpus, base, vocab_dir, run_dir)
+            ref, vocab_dir = str(run_dir / "vocab.txt"), run_dir
+    elif args.grow_vocab:
+        ap.error("--grow-vocab needs --init-from")
     else:
         tok = (Tokenizer.from_file(run_dir / "vocab.txt", name="rime-tiny")
                if (run_dir / "vocab.txt").exists() else build_vocab(corpus, run_dir, "rime-tiny"))

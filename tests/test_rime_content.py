@@ -6,7 +6,7 @@ import re
 import pytest
 
 import rime
-from rime.data.content import content
+from rime.data.content import PRONOUN_SLOTS, PRONOUNS, content, pronouns, prose, render, template_slots
 from rwkv_jax.tokenizer import world_tokenizer
 
 
@@ -100,3 +100,18 @@ def test_filler_pools_are_large_distinct_and_never_name_anyone(c):
         assert not facts.search(f"{f.user} {f.assistant}"), f
     assert set(c.adversarial_fillers) == set(c.properties)
     assert all(len(pool) >= rime.MAX_FILLER_TURNS + 4 for pool in c.adversarial_fillers.values())
+
+
+def test_pronoun_wordings_need_a_pronoun_and_stay_out_of_the_benchmark(c):
+    template = "{name} grew up in {old}. {Subj} lives in {value} now."
+    assert render(template, "Ana", "Lyon", "Oslo", pronoun="she") == "Ana grew up in Oslo. She lives in Lyon now."
+    assert render(template, "Bo", "Lyon", "Oslo", pronoun="he").endswith("He lives in Lyon now.")
+    with pytest.raises(ValueError, match="pronoun"):
+        render(template, "Ana", "Lyon", "Oslo")
+    benchmark = [t for p in c.properties.values() for kind in ("facts", "updates", "queries", "edits", "conflict_edits")
+                 for t in getattr(p, kind)]
+    assert not any(template_slots(t) & PRONOUN_SLOTS for t in benchmark)
+    assert any(template_slots(t) & PRONOUN_SLOTS for p in prose().properties.values() for t in p.updates)
+    one = pronouns(7)
+    assert {one("Ana") for _ in range(3)} == {one("Ana")}
+    assert {pronouns(seed)("Ana") for seed in range(40)} == set(PRONOUNS)

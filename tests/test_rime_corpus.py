@@ -56,19 +56,30 @@ def owner_of(answer):
     return found[0]
 
 
+LIST_ITEM = re.compile(r", (?!and so )")  # "X is a V, and so is Y" gives both the value
+PRONOUN = re.compile(r"\b(?:[Ss]he|[Hh]e|her|his|him)\b")
+
+
 def latest_value(turns, name, prop):
     """The value of `prop` last stated for `name`: in the latest sentence naming both, the value
     mentioned last (updates name the old value before the new one). A list names several people in
-    one sentence, one item per comma."""
-    latest = None
+    one sentence, one item per comma, unless its last item is "and so is Y". A sentence that names
+    nobody but has a pronoun is about the one person the sentence before it named, even across a
+    turn."""
+    latest, last_named = None, []
     for role, text in turns:
         if role != "user":
             continue
         sentences = re.split(r"(?<=[.?!]) ", text)
-        for sentence in (part for s in sentences for part in (s.split(", ") if len(NAMES.findall(s)) > 1 else [s])):
+        parts = (LIST_ITEM.split(s) if len(NAMES.findall(s)) > 1 else [s] for s in sentences)
+        for sentence in itertools.chain.from_iterable(parts):
+            named = NAMES.findall(sentence)
+            if not named and PRONOUN.search(sentence) and len(last_named) == 1:
+                named = last_named
             stated = VALUES[prop.key].findall(sentence)
-            if stated and name in NAMES.findall(sentence):
+            if stated and name in named:
                 latest = stated[-1]
+            last_named = named
     return latest
 
 
@@ -78,7 +89,13 @@ def test_dialogues_are_g1_chat_text_built_from_turns(sample):
         assert len(turns) >= 4 and turns[-1][0] == "assistant"
 
 
-@pytest.mark.parametrize("mix", ["sample", "wide"])
+@pytest.fixture(scope="module")
+def updates():
+    rng = random.Random("wide-updates")
+    return [chat_text(sample_dialogue(rng, MIXES["wide-updates"])) for _ in range(400)]
+
+
+@pytest.mark.parametrize("mix", ["sample", "wide", "updates"])
 def test_every_answer_is_the_latest_bound_value_or_its_one_hop_answer(mix, request):
     asked = hop_asked = 0
     for text in request.getfixturevalue(mix):
@@ -370,3 +387,34 @@ def test_the_default_mix_never_speaks_prose(sample):
     names = [n for n in content().names]
     templates = {re.sub("|".join(map(re.escape, names)), "{name}", q) for q in asked}
     assert not templates & extra
+
+
+def test_prose_updates_refer_back_by_pronoun_consistently_and_across_turns(updates):
+    """A pronoun sentence follows one naming its person; each dialogue gives a person one pronoun,
+    and no name is tied to a pronoun across dialogues."""
+    gender = {"she": "she", "her": "she", "he": "he", "his": "he", "him": "he"}
+    across_turns = within_turn = 0
+    used_for = {}  # name -> pronouns over all dialogues
+    for text in updates:
+        told = {}  # name -> pronouns in this dialogue
+        previous = ""
+        for sentence in (s for r, t in parse(text) if r == "user" for s in re.split(r"(?<=[.?!]) ", t)):
+            words = {gender[w.lower()] for w in PRONOUN.findall(sentence)}
+            named = set(NAMES.findall(sentence)) or set(NAMES.findall(previous))
+            if words and len(named) == 1:
+                told.setdefault(named.pop(), set()).update(words)
+            previous = sentence
+        for name, said in told.items():
+            assert len(said) == 1, (name, said, text)
+            used_for.setdefault(name, set()).update(said)
+        users = [t for r, t in parse(text) if r == "user"]
+        across_turns += sum(bool(re.match(r"(She|He) ", t)) and not NAMES.search(t) for t in users)
+        within_turn += sum(bool(re.search(r"\. (She|He) ", t)) for t in users)
+    assert across_turns >= 8 and within_turn >= 8
+    assert sum(len(s) == 2 for s in used_for.values()) >= 8
+
+
+def test_prose_passages_state_two_people_sharing_a_value_in_one_sentence(updates):
+    both = [s for text in updates for r, t in parse(text) if r == "user" for s in re.split(r"(?<=[.?!]) ", t)
+            if len(set(NAMES.findall(s))) == 2 and re.search(r" both | and so | each | same | matching ", s)]
+    assert len(both) >= 8

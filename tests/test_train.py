@@ -12,8 +12,8 @@ import convert
 import rwkv_jax
 from rwkv_jax import Config, Tokenizer
 from rwkv_jax.chat import reply_weights
-from rwkv_jax.params import perturbed_params
-from rwkv_jax.tokenizer import save_vocab, subset_vocab, world_tokenizer
+from rwkv_jax.params import perturbed_params, with_new_tokens
+from rwkv_jax.tokenizer import extend_vocab, save_vocab, subset_vocab, world_tokenizer
 from rwkv_jax.train import TrainConfig, final_params, loss_fn, make_batch, train
 
 COLORS = ["red", "blue", "green", "gold", "grey", "pink"]
@@ -53,6 +53,36 @@ def test_subset_vocab_tokenizes_like_world(toy_tok):
     assert [toy_tok.id_to_bytes[i] for i in toy_tok.encode(text)] == [world.id_to_bytes[i] for i in world.encode(text)]
     assert toy_tok.decode(toy_tok.encode("ünseen text ✓")) == "ünseen text ✓"
     assert toy_tok.vocab_size < 400
+
+
+def test_a_grown_vocab_keeps_every_id_and_tokenizes_new_text_like_world():
+    world, rng = world_tokenizer(), random.Random(0)
+    toy_tok, to_world = subset_vocab(world, [ToyCorpus().dialogue(rng) for _ in range(200)], "toy")
+    new_text = "User: Ana says she wears her old red hat.\n\n"
+    grown, grown_map = extend_vocab(toy_tok, to_world, world, [new_text])
+    assert all(grown.id_to_bytes[i] == b for i, b in toy_tok.id_to_bytes.items())
+    added = sorted(set(grown.id_to_bytes) - set(toy_tok.id_to_bytes))
+    assert added == list(range(toy_tok.max_id + 1, grown.max_id + 1)) and len(added) >= 3
+    assert [grown_map[i] for i in added] == sorted(grown_map[i] for i in added)
+    assert all(world.id_to_bytes[grown_map[i]] == grown.id_to_bytes[i] for i in grown.id_to_bytes)
+    as_world = [world.id_to_bytes[i] for i in world.encode(new_text)]
+    assert [grown.id_to_bytes[i] for i in grown.encode(new_text)] == as_world
+    assert [toy_tok.id_to_bytes[i] for i in toy_tok.encode(new_text)] != as_world
+    old_text = ToyCorpus().dialogue(random.Random(9))
+    assert grown.encode(old_text) == toy_tok.encode(old_text)
+
+
+def test_new_token_rows_start_as_the_mean_of_their_old_spelling():
+    cfg = Config.default(1, 64, 40)
+    params = perturbed_params(cfg, seed=2)
+    grown, grown_cfg = with_new_tokens(params, cfg, [[3, 5], [7]])
+    emb, head = np.asarray(params["emb"]), np.asarray(params["head"])
+    assert grown_cfg.vocab_size == 42 and grown["emb"].shape == (42, 64) and grown["head"].shape == (64, 42)
+    np.testing.assert_array_equal(np.asarray(grown["emb"][:40]), emb)
+    np.testing.assert_allclose(np.asarray(grown["emb"][40]), (emb[3] + emb[5]) / 2, rtol=1e-6)
+    np.testing.assert_allclose(np.asarray(grown["head"][:, 41]), head[:, 7], rtol=1e-6)
+    with pytest.raises(ValueError, match="spelled"):
+        with_new_tokens(params, cfg, [[3], []])
 
 
 def test_reply_weights_mark_assistant_tokens(toy_tok):

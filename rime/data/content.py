@@ -19,7 +19,8 @@ The data lives in `rime/data/*.json` so it can be read and reviewed without read
 
 Templates are `str.format` strings over the slots `{name}`, `{value}`, `{a_value}`, `{old}` and `{a_old}`
 (`a_` adds the indefinite article). Every statement template starts with `{name}`, so rendered text never
-needs re-capitalising.
+needs re-capitalising. Only `prose.json` may also refer back to the person with a pronoun (`{subj}`,
+`{Subj}`, `{obj}`, `{poss}`, `{Poss}`) and name a second person (`{other}`, in `pairs`).
 """
 
 from __future__ import annotations
@@ -27,13 +28,19 @@ from __future__ import annotations
 import functools
 import json
 import string
-from collections.abc import Mapping
+import zlib
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, replace
 from importlib import resources
 from types import MappingProxyType
 from typing import Any
 
 SLOTS = frozenset({"name", "value", "a_value", "old", "a_old"})
+PRONOUNS = MappingProxyType({  # the words a template's pronoun slots take for each pronoun
+    "she": MappingProxyType({"subj": "she", "Subj": "She", "obj": "her", "poss": "her", "Poss": "Her"}),
+    "he": MappingProxyType({"subj": "he", "Subj": "He", "obj": "him", "poss": "his", "Poss": "His"}),
+})
+PRONOUN_SLOTS = frozenset(PRONOUNS["she"])
 
 
 @dataclass(frozen=True)
@@ -104,16 +111,32 @@ def with_article(text: str) -> str:
     return ("an " if text[0].lower() in "aeiou" else "a ") + text
 
 
-def render(template: str, name: str, value: str = "", old: str = "") -> str:
-    """Fills a template's slots; unused slots are ignored."""
+def render(template: str, name: str, value: str = "", old: str = "", pronoun: str | None = None,
+           other: str = "") -> str:
+    """Fills a template's slots; unused slots are ignored. `pronoun` (a key of `PRONOUNS`) is needed
+    only by templates with pronoun slots."""
+    if pronoun is None and refers_back(template):
+        raise ValueError(f"template {template!r} refers to the person by pronoun: pass pronoun=")
     return template.format(
         name=name, value=value, a_value=with_article(value) if value else "",
-        old=old, a_old=with_article(old) if old else "",
+        old=old, a_old=with_article(old) if old else "", other=other, **PRONOUNS.get(pronoun, {}),
     )
+
+
+def pronouns(seed: int) -> Callable[[str], str]:
+    """A pronoun per name, fixed for one `seed` (one dialogue) and independent across seeds, so a
+    text refers to each person consistently while no name is tied to a pronoun."""
+    keys = sorted(PRONOUNS)
+    return lambda name: keys[zlib.crc32(f"{seed}:{name}".encode()) % len(keys)]
 
 
 def template_slots(template: str) -> set[str]:
     return {field for _, field, _, _ in string.Formatter().parse(template) if field is not None}
+
+
+def refers_back(template: str) -> bool:
+    """Whether a template names its person by pronoun as well as by name."""
+    return bool(template_slots(template) & PRONOUN_SLOTS)
 
 
 def _read(filename: str) -> Any:
@@ -213,19 +236,35 @@ class Prose:
     intros: tuple[str, ...]
     lists: tuple[str, ...]  # over {label} and {items}
     list_items: tuple[str, ...]  # over {name} and {value}
+    pairs: Mapping[str, tuple[str, ...]]  # property key -> two people sharing a value, {name} and {other}
+    referring: Mapping[str, Property]  # `properties` with only the updates that refer back by pronoun
 
 
 def _widened(prop: Property, generic: dict, own: dict) -> Property:
     """`prop` with the generic (label-filled) and its own prose templates after its templates."""
     extra = {}
-    for kind, allowed in (("facts", {"name", "value", "a_value"}), ("updates", SLOTS), ("queries", {"name"})):
-        templates = [t.replace("{label}", prop.label) for t in generic[kind]] + own.get(kind, [])
+    statement = {"name", "value", "a_value"} | PRONOUN_SLOTS
+    for kind, allowed in (("facts", statement), ("updates", SLOTS | PRONOUN_SLOTS), ("queries", {"name"})):
+        templates = _labelled(prop, generic, own, kind)
         for template in templates:
             _check_template(f"prose.{prop.key}.{kind}", template, allowed, statement=False)
             if kind != "queries" and not template_slots(template) & {"value", "a_value"}:
                 raise ValueError(f"prose.{prop.key}.{kind}: template {template!r} must state a value")
         extra[kind] = getattr(prop, kind) + tuple(templates)
     return replace(prop, **extra)
+
+
+def _labelled(prop: Property, generic: dict, own: dict, kind: str) -> list[str]:
+    return [t.replace("{label}", prop.label) for t in generic[kind]] + own.get(kind, [])
+
+
+def _pairs(prop: Property, generic: dict, own: dict) -> tuple[str, ...]:
+    templates = _labelled(prop, generic, own, "pairs")
+    for template in templates:
+        slots = template_slots(template)
+        if not {"name", "other"} <= slots <= {"name", "other", "value", "a_value"} or not slots & {"value", "a_value"}:
+            raise ValueError(f"prose.{prop.key}.pairs: template {template!r} must use {{name}}, {{other}} and a value")
+    return tuple(templates)
 
 
 @functools.cache
@@ -236,7 +275,12 @@ def prose() -> Prose:
     if unknown:
         raise ValueError(f"prose.json names unknown properties {sorted(unknown)}")
     frames = data["frames"]
+    wide = {k: _widened(p, data["generic"], data.get(k, {})) for k, p in properties.items()}
     return Prose(
-        properties=MappingProxyType({k: _widened(p, data["generic"], data.get(k, {})) for k, p in properties.items()}),
+        properties=MappingProxyType(wide),
         intros=tuple(frames["intros"]), lists=tuple(frames["lists"]), list_items=tuple(frames["list_items"]),
+        pairs=MappingProxyType({k: _pairs(p, data["generic"], data.get(k, {})) for k, p in properties.items()}),
+        referring=MappingProxyType(
+            {k: replace(p, updates=tuple(filter(refers_back, p.updates))) for k, p in wide.items()}
+        ),
     )

@@ -23,7 +23,7 @@ import re
 from collections.abc import Collection, Iterable, Iterator
 
 from rime.data.axes import AXES
-from rime.data.content import Property, content, prose, render
+from rime.data.content import Property, content, pronouns, prose, render
 from rime.data.schema import Record, Session
 from rime.data.sentences import (
     canonical_template,
@@ -60,10 +60,15 @@ class Mix:
     holder at once, and the reply puts each name right before its value: the same help on the
     asking side, where a question puts words between the name and the answer. A prose dialogue
     (`prose`, the share of dialogues that are) also draws its facts, updates and questions from
-    `prose.json`'s wider English, may open with a diary or notebook line and state a plain passage
-    as a list. A session (`session`, the share of dialogues that are one) states three to eight
-    people's facts one user turn per person, then mixes edits and questions and ends on a quiz:
-    the many-fact conversations of `rime.data.sessions`, with fresh bindings."""
+    `prose.json`'s wider English, may open with a diary or notebook line, state a plain passage
+    as a list, state two people who share a value in one sentence, and write an update that
+    refers back to the person by pronoun, sometimes in the next turn. `updates` sets how many of
+    a passage's facts change later and `refer_back` how many prose passages word every update
+    with a pronoun (`wide-updates` changes one or more facts in three passages of four, four in
+    five of its prose passages refer back, and it asks about the latest change more often). A session
+    (`session`, the share of dialogues that are one) states three to eight people's facts one
+    user turn per person, then mixes edits and questions and ends on a quiz: the many-fact
+    conversations of `rime.data.sessions`, with fresh bindings."""
 
     shared_value: float = 0.25  # a passage of three or more people has two share the main value
     ask_unique: float = 0.0
@@ -76,6 +81,8 @@ class Mix:
     recital: float = 0.0
     prose: float = 0.0
     session: float = 0.0
+    updates: tuple[int, ...] = (0, 0, 1, 2)  # how many of a passage's facts change later: drawn from these
+    refer_back: float = 0.0  # the share of prose passages whose updates all refer back by pronoun
 
 
 MIXES = {
@@ -85,6 +92,8 @@ MIXES = {
     "plain-drill": Mix(shared_value=0.0, drill=1.0, plain=1.0),
     "roster-drill": Mix(shared_value=0.0, drill=1.0, plain=1.0, roster=0.5, recital=0.5),
     "wide": Mix(shared_value=0.5, ask_unique=0.25, ask_main=0.5, recent=0.3, drill=0.3, prose=0.5, session=0.3),
+    "wide-updates": Mix(shared_value=0.5, ask_unique=0.25, ask_main=0.5, recent=0.5, drill=0.3, prose=0.5,
+                        session=0.3, updates=(0, 1, 1, 2), refer_back=0.8),
 }
 SESSION_PEOPLE = (3, 8)
 SESSION_SHARE_RATE = 0.3
@@ -97,6 +106,7 @@ class _Dialogue:
         self.rng, self.mix, self.messages, self.facts = rng, mix, [], {}  # facts: (name, key) -> value
         self.prose = bool(mix.prose) and rng.random() < mix.prose
         self.props = prose().properties if self.prose else content().properties
+        self.pronoun_of = pronouns(rng.getrandbits(32)) if self.prose else None
         self.recent: tuple[str, str] | None = None
         self.main = ""  # the property every person in the passage holds
         self.unique: list[tuple[str, str]] = []  # people whose value differs from a shared one
@@ -129,15 +139,17 @@ def _open(d: _Dialogue) -> None:
     if len(names) >= 3 and rng.random() < d.mix.shared_value:
         values[-1] = values[0]  # two people sharing a value
         d.unique = [(name, main) for name in names[1:-1]]
+    pair = d.prose and bool(d.unique) and not plain and rng.random() < 0.5  # the sharers in one sentence
     people = []
     for name, value in zip(names, values):
         extra = [] if plain else rng.sample([k for k in keys if k != main], rng.choice((0, 0, 1, 2)))
-        facts = [(main, value), *((k, rng.choice(d.props[k].values)) for k in extra)]
+        paired = pair and name in (names[0], names[-1])
+        facts = [*([] if paired else [(main, value)]), *((k, rng.choice(d.props[k].values)) for k in extra)]
         rng.shuffle(facts)
         people.append((name, facts))
-        d.facts.update({(name, k): v for k, v in facts})
+        d.facts.update({(name, k): v for k, v in [(main, value), *facts]})
     updates = []
-    for _ in range(0 if plain else rng.choice((0, 0, 1, 2))):
+    for _ in range(0 if plain else rng.choice(d.mix.updates)):
         name, key = rng.choice(list(d.facts))
         old = d.facts[name, key]
         new = rng.choice([v for v in d.props[key].values if v != old])
@@ -151,7 +163,12 @@ def _open(d: _Dialogue) -> None:
         d.say(_prose_list(rng, d.props[main], list(zip(names, values))))
         return
     richness = "bare" if plain else rng.choice(("bare", "narrative"))
-    passages = list(recipient_passages(rng, people, updates, richness, d.props))
+    referring = d.prose and d.mix.refer_back and rng.random() < d.mix.refer_back
+    wordings = prose().referring if referring else d.props
+    passages = list(recipient_passages(rng, people, updates, richness, wordings, d.pronoun_of))
+    if pair:
+        both = render(rng.choice(prose().pairs[main]), names[0], values[0], other=names[-1])
+        passages[0] = f"{both} {passages[0]}" if rng.random() < 0.5 else f"{passages[0]} {both}"
     if d.prose and richness == "bare" and rng.random() < 0.3:
         passages[0] = f"{rng.choice(prose().intros)} {passages[0]}"
     for passage in passages:
@@ -240,7 +257,7 @@ def _session(d: _Dialogue) -> None:
             taken.append(value)
             facts.append((key, value))
             d.facts[name, key] = value
-        d.say(" ".join(fact(rng, d.props[key], name, value) for key, value in facts))
+        d.say(" ".join(fact(rng, d.props[key], name, value, d.pronoun_of) for key, value in facts))
         if rng.random() < 0.2:
             _filler(d)
     for event in rng.choices((_question, _filler, _statement), weights=(4, 1, 3), k=rng.randint(3, 10)):

@@ -10,14 +10,18 @@ from __future__ import annotations
 import random
 from collections.abc import Callable, Mapping, Sequence
 
-from rime.data.content import Property, content, render
+from rime.data.content import Property, content, refers_back, render
 from rime.data.schema import CalibrationPair
 
 Facts = Sequence[tuple[str, str]]  # (property key, value) pairs of one person
 
 
-def fact(rng: random.Random, prop: Property, name: str, value: str) -> str:
-    return render(rng.choice(prop.facts), name, value)
+Pronouns = Callable[[str], str] | None  # name -> a key of content.PRONOUNS, for templates that use one
+
+
+def fact(rng: random.Random, prop: Property, name: str, value: str, pronoun_of: Pronouns = None) -> str:
+    return render(rng.choice(prop.facts), name, value, pronoun=pronoun_of and pronoun_of(name))
+
 
 
 def query(rng: random.Random, prop: Property, name: str) -> str:
@@ -32,18 +36,22 @@ def queries(rng: random.Random, prop: Property, name: str, k: int, hop: bool = F
 
 def recipient_passages(rng: random.Random, people: Sequence[tuple[str, Facts]],
                        updates: Sequence[tuple[str, str, str, str]], richness: str,
-                       properties: Mapping[str, Property] | None = None) -> tuple[str, ...]:
+                       properties: Mapping[str, Property] | None = None, pronoun_of: Pronouns = None
+                       ) -> tuple[str, ...]:
     """The recipient: one passage stating every person's facts in order, then one short passage per
     update `(name, property key, old, new)`, oldest first. `narrative` richness sets the facts in a
     scene with an opening, unrelated details and a closing; `bare` states the facts alone.
-    `properties` gives the wordings (default: the benchmark's own)."""
+    `properties` gives the wordings (default: the benchmark's own) and `pronoun_of` each person's
+    pronoun where a wording has one. An update that refers back to the person by pronoun gets no
+    time phrase, and half the time its sentences go in two passages, so the pronoun reaches across
+    a turn."""
     c = content()
     properties = c.properties if properties is None else properties
     scene = rng.choice(c.recipient_scenes)
     details = rng.sample(scene.details, len(scene.details))
     sentences = []
     for name, facts in people:
-        sentences += [fact(rng, properties[key], name, value) for key, value in facts]
+        sentences += [fact(rng, properties[key], name, value, pronoun_of) for key, value in facts]
         if richness == "narrative" and details and rng.random() < 0.5:
             sentences.append(details.pop())
     if richness == "narrative":
@@ -51,9 +59,20 @@ def recipient_passages(rng: random.Random, people: Sequence[tuple[str, Facts]],
     passages = [" ".join(sentences)]
     for name, key, old, new in updates:
         template, when = rng.choice(properties[key].updates), rng.choice(c.time_phrases)
+        if refers_back(template):
+            pronoun = pronoun_of and pronoun_of(name)
+            sentences = [render(part, name, new, old, pronoun) for part in _sentences(template)]
+            passages += sentences if rng.random() < 0.5 else [" ".join(sentences)]
+            continue
         update = render(template, name, new, old)
         passages.append(f"{when} {update}" if template.startswith("{name}") else update)
     return tuple(passages)
+
+
+def _sentences(template: str) -> list[str]:
+    """A template's sentences: split after each full stop that ends a sentence."""
+    parts = template.split(". ")
+    return [part + "." for part in parts[:-1]] + parts[-1:]
 
 
 def roster_items(pairs: Sequence[tuple[str, str]]) -> str:
