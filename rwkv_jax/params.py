@@ -186,8 +186,9 @@ def with_new_tokens(params: Params, cfg: Config, pieces: Sequence[Sequence[int]]
     model reads a new token roughly as it read its spelling."""
     if not pieces or any(not p for p in pieces):
         raise ValueError("every new token needs the old tokens that spelled it")
-    rows = [np.asarray(params["emb"])[list(p)].mean(0) for p in pieces]
-    cols = [np.asarray(params["head"])[:, list(p)].mean(1) for p in pieces]
+    emb, head = np.asarray(params["emb"]), np.asarray(params["head"])
+    rows = [emb[list(p)].mean(0) for p in pieces]
+    cols = [head[:, list(p)].mean(1) for p in pieces]
     grown = dict(params, emb=jnp.concatenate([params["emb"], jnp.asarray(np.stack(rows), params["emb"].dtype)]),
                  head=jnp.concatenate([params["head"], jnp.asarray(np.stack(cols, 1), params["head"].dtype)], 1))
     return grown, dataclasses.replace(cfg, vocab_size=cfg.vocab_size + len(pieces))

@@ -183,15 +183,8 @@ def subset_vocab(base: Tokenizer, texts: Iterable[str], name: str) -> tuple[Toke
     single = {b: base.bytes_to_id.get(bytes([b])) for b in range(256)}
     if None in single.values():
         raise ValueError(f"vocab {base.name} lacks some single-byte tokens")
-    used = set()
-    for text in texts:
-        used.update(base.encode(text))
-    used -= set(single.values())
-    vocab = {b + 1: bytes([b]) for b in range(256)}
-    to_base = {b + 1: single[b] for b in range(256)}
-    for new, old in enumerate(sorted(used), start=257):
-        vocab[new], to_base[new] = base.id_to_bytes[old], old
-    return Tokenizer(vocab, name=name), to_base
+    byte_vocab = Tokenizer({b + 1: bytes([b]) for b in range(256)}, name=name)
+    return extend_vocab(byte_vocab, {b + 1: single[b] for b in range(256)}, base, texts)
 
 
 def extend_vocab(tokenizer: Tokenizer, to_base: dict[int, int], base: Tokenizer, texts: Iterable[str]

@@ -134,6 +134,7 @@ def template_slots(template: str) -> set[str]:
     return {field for _, field, _, _ in string.Formatter().parse(template) if field is not None}
 
 
+@functools.cache  # `render` asks for every sentence it writes, of a small fixed set of templates
 def refers_back(template: str) -> bool:
     """Whether a template names its person by pronoun as well as by name."""
     return bool(template_slots(template) & PRONOUN_SLOTS)

@@ -23,7 +23,6 @@ def fact(rng: random.Random, prop: Property, name: str, value: str, pronoun_of: 
     return render(rng.choice(prop.facts), name, value, pronoun=pronoun_of and pronoun_of(name))
 
 
-
 def query(rng: random.Random, prop: Property, name: str) -> str:
     return rng.choice(prop.queries).format(name=name)
 
