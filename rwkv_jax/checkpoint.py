@@ -38,7 +38,7 @@ from rwkv_jax.config import Config
 from rwkv_jax.mesh import param_shardings, to_host
 from rwkv_jax.params import DTYPES, Params, abstract_params, cast_params, check_params
 from rwkv_jax.quant import DTYPES as QUANT_DTYPES
-from rwkv_jax.quant import abstract_quantized, is_narrow, narrow_dtype, quantize
+from rwkv_jax.quant import abstract_quantized, is_narrow, loop_safe, narrow_dtype, quantize, stored
 from rwkv_jax.tokenizer import BUILT_IN_VOCABS, NO_VOCAB, WORLD_VOCAB, Tokenizer, load_tokenizer, save_vocab
 
 FORMAT = 1
@@ -92,6 +92,7 @@ def save(
     (its vocab is copied unless built in), or None (token ids only).
     """
     check_params(params, cfg)
+    params = stored(params)
     with atomic_directory(path, overwrite=overwrite) as tmp:
         if tokenizer is None:
             vocab = NO_VOCAB
@@ -228,6 +229,7 @@ def load(path: str | os.PathLike, *, expect: Config | None = None, verify: bool 
         checkpointer.close()
     if verify and "sha256" in meta:
         _verify(path, params, meta["sha256"])
+    params = loop_safe(params)
     vocab = meta["vocab"]
     tokenizer = load_tokenizer(vocab if vocab in BUILT_IN_VOCABS else path / vocab)
     return Model(params=params, cfg=cfg, tokenizer=tokenizer)

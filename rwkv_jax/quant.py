@@ -2,13 +2,14 @@
 
 A batch-1 decode step reads every weight once, so its speed is the bytes it moves. `quantize`
 replaces each large matrix (the embedding, the head and every block's projections; not the
-LoRAs, vectors or norms) with a `Narrow`: the matrix stored one output per row in bfloat16, or
-in int8 with one float32 scale per output (symmetric, round to nearest). The model reads every
-matrix through `linear` and the embedding through `lookup`, so quantized params run through
-`forward`, `step`, `generate` and the decode loop unchanged. Activations, the state and every
-accumulation stay float32. On a CPU the products run in `rwkv_jax.kernels`, which reads the
-narrow bytes as they are at any number of rows (it never builds the widened matrix); elsewhere,
-or without a compiler, they are XLA's float32 dot on the widened matrix.
+LoRAs, vectors or norms) with a `Narrow`: the matrix stored one output per row in bfloat16 (held
+as its bits, see `Narrow`), or in int8 with one float32 scale per output (symmetric, round to
+nearest). The model reads every matrix through `linear` and the embedding through `lookup`, so
+quantized params run through `forward`, `step`, `generate` and the decode loop unchanged.
+Activations, the state and every accumulation stay float32. On a CPU the products run in
+`rwkv_jax.kernels`, which reads the narrow bytes as they are at any number of rows (it never
+builds the widened matrix); elsewhere, or without a compiler, they are XLA's float32 dot on the
+widened matrix.
 """
 
 from __future__ import annotations
@@ -27,13 +28,19 @@ F32 = jnp.float32
 NarrowDtype = Literal["bfloat16", "int8"]
 DTYPES = ("bfloat16", "int8")
 SMALLEST = 128  # a matrix is quantized when both its axes are at least this long
-BF16_BITS = jnp.uint16  # bfloat16 rows inside a loop (`loop_safe`)
+BF16_BITS = jnp.uint16  # how bfloat16 rows are held (see `Narrow`)
 
 
 @flax.struct.dataclass
 class Narrow:
-    """A matrix `M` stored narrow, one output per row: `rows [..., F, D]` (bfloat16 or int8) and
-    `scale [..., F]` (float32; ones for bfloat16), `M`'s rows being `rows * scale[..., None]`.
+    """A matrix `M` stored narrow, one output per row: `rows [..., F, D]` and `scale [..., F]`
+    (float32; ones for bfloat16), `M`'s rows being `rows * scale[..., None]`.
+
+    `rows` is int8, or bfloat16 held as its raw bits (`BF16_BITS`): XLA's CPU backend carries a
+    bfloat16 array through a `while` loop as float32, so a layer `lax.scan` over bfloat16 rows
+    widens them all on every call, and turning them into bits inside the jitted call copies them
+    (5-8% of a 512-token prefill on the 0.1B shape). `dtype` names bfloat16 either way; rows
+    given as bfloat16 work too (`loop_safe`). Files hold them as bfloat16 (`stored`).
 
     `transposed` says which matrix the params hold there: the projection `M.T` `[..., D, F]`
     (applied as `x @ M.T`) for every matrix but the embedding, which is `M` itself `[V, D]`.
@@ -51,7 +58,8 @@ class Narrow:
 
     @property
     def dtype(self) -> np.dtype:
-        return self.rows.dtype
+        """The narrow dtype the rows stand for (bfloat16 for bits)."""
+        return np.dtype(jnp.bfloat16) if self.rows.dtype == BF16_BITS else np.dtype(self.rows.dtype)
 
     @property
     def nbytes(self) -> int:
@@ -59,7 +67,7 @@ class Narrow:
 
     def widened(self) -> Float[Array, "... F D"]:
         """`M` in float32."""
-        return self.rows.astype(F32) * self.scale[..., None]
+        return _float32(self.rows) * self.scale[..., None]
 
     def dense(self) -> Float[Array, "*shape"]:
         """The matrix the params hold here, in float32."""
@@ -72,7 +80,8 @@ def _narrow(m: np.ndarray, dtype: NarrowDtype, transposed: bool) -> Narrow:
     rows = np.swapaxes(m, -1, -2) if transposed else m
     rows = np.asarray(rows, np.float32)
     if dtype == "bfloat16":
-        return Narrow(jnp.asarray(rows, jnp.bfloat16), jnp.ones(rows.shape[:-1], F32), transposed)
+        bits = np.asarray(rows, jnp.bfloat16).view(np.uint16)
+        return Narrow(jnp.asarray(bits), jnp.ones(rows.shape[:-1], F32), transposed)
     peak = np.abs(rows).max(axis=-1)
     scale = np.where(peak > 0, peak / 127.0, 1.0).astype(np.float32)
     q = np.clip(np.rint(rows / scale[..., None]), -127, 127).astype(np.int8)
@@ -108,8 +117,8 @@ def quantize(params: Any, dtype: NarrowDtype = "int8") -> Any:
 
 
 def abstract_quantized(abstract: Any, dtype: NarrowDtype) -> Any:
-    """What `quantize(params, dtype)` makes of params shaped like `abstract` (ShapeDtypeStructs):
-    the target a quantized checkpoint restores into."""
+    """What `quantize(params, dtype)` makes of params shaped like `abstract` (ShapeDtypeStructs),
+    with bfloat16 rows as bfloat16: the target a quantized checkpoint restores into (`stored`)."""
     def one(path, leaf):
         if not _quantizable(leaf):
             return leaf
@@ -124,7 +133,7 @@ def abstract_quantized(abstract: Any, dtype: NarrowDtype) -> Any:
 
 def narrow_dtype(params: Any) -> str | None:
     """The dtype the params' Narrows are stored in; None for float params."""
-    found = {jnp.dtype(x.rows.dtype).name for x in jax.tree.leaves(params, is_leaf=is_narrow) if is_narrow(x)}
+    found = {x.dtype.name for x in jax.tree.leaves(params, is_leaf=is_narrow) if is_narrow(x)}
     if len(found) > 1:
         raise ValueError(f"params mix narrow dtypes {sorted(found)}")
     return found.pop() if found else None
@@ -165,13 +174,20 @@ def _float32(rows: Array) -> Float[Array, "... F D"]:
 
 
 def loop_safe(params: Any) -> Any:
-    """The params with every bfloat16 Narrow's rows as their raw bits (`BF16_BITS`), for a loop
-    over layers: XLA's CPU backend carries a bfloat16 array through a `while` loop as float32, so a
-    `lax.scan` over bf16 weights widens them all on every call and narrows each layer back for
-    the product (10% of a 512-token prefill on the 0.1B shape). Integer bits pass as they are."""
+    """The params with every Narrow's bfloat16 rows as their bits (`BF16_BITS`), as `quantize`
+    holds them; for a loop over layers (see `Narrow`) and for rows read from a file."""
+    return _rows_as(params, jnp.bfloat16, BF16_BITS)
+
+
+def stored(params: Any) -> Any:
+    """The params with every Narrow's bfloat16 bits as bfloat16: the form files hold."""
+    return _rows_as(params, BF16_BITS, jnp.bfloat16)
+
+
+def _rows_as(params: Any, source: Any, target: Any) -> Any:
     def one(x):
-        bf16 = is_narrow(x) and x.rows.dtype == jnp.bfloat16
-        return x.replace(rows=jax.lax.bitcast_convert_type(x.rows, BF16_BITS)) if bf16 else x
+        hit = is_narrow(x) and x.rows.dtype == source
+        return x.replace(rows=jax.lax.bitcast_convert_type(x.rows, target)) if hit else x
 
     return jax.tree.map(one, params, is_leaf=is_narrow)
 
@@ -229,4 +245,4 @@ def lookup(emb: Float[Array, "V D"] | Narrow, tokens: Int[Array, " T"]) -> Float
         return emb[tokens]
     if emb.transposed:
         raise ValueError("the embedding Narrow must hold its rows as they are (transposed=False)")
-    return emb.rows[tokens].astype(F32) * emb.scale[tokens][..., None]
+    return _float32(emb.rows[tokens]) * emb.scale[tokens][..., None]

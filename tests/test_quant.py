@@ -9,6 +9,7 @@ import sys
 import jax
 import jax.numpy as jnp
 import numpy as np
+import orbax.checkpoint as ocp
 import pytest
 
 import convert
@@ -44,6 +45,22 @@ def test_quantize_narrows_the_large_matrices_only(tiny):
         quant.quantize(q, "int8")
     with pytest.raises(ValueError, match="dtype must be one of"):
         quant.quantize(params, "int4")
+
+
+def test_bfloat16_rows_are_held_as_their_bits_and_stand_for_bfloat16(tiny):
+    _, params = tiny
+    w = np.asarray(params["blocks"]["ffn"]["key"])  # [L, D, F]
+    narrow = quant.quantize(params, "bfloat16")["blocks"]["ffn"]["key"]
+    assert narrow.rows.dtype == jnp.uint16 and narrow.dtype == jnp.bfloat16
+    assert narrow.nbytes == w.nbytes // 2 + w[..., 0, :].nbytes  # the rows at half width, one scale per output
+    np.testing.assert_array_equal(narrow.dense(), w.astype(jnp.bfloat16).astype(np.float32))
+    as_given = narrow.replace(rows=jax.lax.bitcast_convert_type(narrow.rows, jnp.bfloat16))  # rows given as bfloat16
+    np.testing.assert_array_equal(as_given.dense(), narrow.dense())
+    assert quant.loop_safe({"m": as_given})["m"].rows.dtype == jnp.uint16
+    assert quant.stored({"m": narrow})["m"].rows.dtype == jnp.bfloat16
+    x = jnp.asarray(np.random.default_rng(0).standard_normal((3, w.shape[-2])), jnp.float32)
+    layer0 = lambda m: jax.tree.map(lambda a: a[0], m)
+    np.testing.assert_array_equal(quant.linear(x, layer0(as_given)), quant.linear(x, layer0(narrow)))
 
 
 def test_int8_rounds_each_entry_to_within_half_a_step_of_its_row(tiny):
@@ -168,6 +185,8 @@ def test_quantized_checkpoints_save_and_load_bit_for_bit(quantized, tiny, tmp_pa
     save(tmp_path / "q", q, cfg, None)
     meta = json.loads((tmp_path / "q" / "meta.json").read_text())
     assert meta["quantized"] == dtype and meta["dtype"] == "float32"
+    on_disk = ocp.PyTreeCheckpointer().metadata(tmp_path / "q" / "params").item_metadata.tree
+    assert on_disk["head"]["rows"].dtype == jnp.dtype(dtype)  # bfloat16 files, whatever the rows are held as
     back = load(tmp_path / "q").params
     assert jax.tree.structure(back) == jax.tree.structure(q)
     assert all(np.array_equal(a, b) for a, b in zip(jax.tree.leaves(back), jax.tree.leaves(q), strict=True))
