@@ -203,21 +203,23 @@ def test_a_damaged_quantized_field_is_named(tiny, tmp_path):
         load(tmp_path / "q")
 
 
-def test_convert_imports_an_official_checkpoint_as_int8_and_exports_floats(tiny, tmp_path):
+@pytest.mark.parametrize(("flag", "dtype", "held"),
+                         [("int8", "int8", jnp.int8), ("bf16-weights", "bfloat16", jnp.uint16)])
+def test_convert_imports_an_official_checkpoint_quantized_and_exports_floats(tiny, tmp_path, flag, dtype, held):
     cfg, params = tiny
     pth = tmp_path / "model.pth"
     convert.write_pth(params, pth, dtype="float32")
-    out = subprocess.run([sys.executable, "-m", "convert", str(pth), str(tmp_path / "int8"), "--dtype", "int8",
+    out = subprocess.run([sys.executable, "-m", "convert", str(pth), str(tmp_path / "q"), "--dtype", flag,
                           "--vocab", "none"], capture_output=True, text=True)
     assert out.returncode == 0, out.stderr
-    model = rwkv_jax.load(tmp_path / "int8")
-    assert quant.narrow_dtype(model.params) == "int8"
-    expected = quant.quantize(params, "int8")
+    model = rwkv_jax.load(tmp_path / "q")
+    assert quant.narrow_dtype(model.params) == dtype
+    expected = quant.quantize(params, dtype)
     assert all(np.array_equal(a, b) for a, b in zip(jax.tree.leaves(model.params), jax.tree.leaves(expected)))
-    back = convert.convert(tmp_path / "int8", tmp_path / "back.pth")
+    back = convert.convert(tmp_path / "q", tmp_path / "back.pth")
     again = convert.load(back, vocab="none").params
     np.testing.assert_allclose(again["head"], quant.dequantize(expected)["head"], atol=1e-7)
-    assert convert.load(pth, vocab="none", dtype="int8").params["head"].rows.dtype == jnp.int8
+    assert convert.load(pth, vocab="none", dtype=flag).params["head"].rows.dtype == held
 
 
 def test_without_a_compiler_the_products_fall_back_to_xla(tmp_path):
