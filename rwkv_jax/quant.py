@@ -93,7 +93,8 @@ def _is_projection(path: tuple) -> bool:
     return jax.tree_util.keystr(path) != "['emb']"
 
 
-def _quantizable(leaf: Any) -> bool:
+def quantizable(leaf: Any) -> bool:
+    """Whether `quantize` narrows this leaf: a float matrix at least `SMALLEST` along both axes."""
     shape = getattr(leaf, "shape", ())
     return not is_narrow(leaf) and len(shape) >= 2 and min(shape[-2:]) >= SMALLEST
 
@@ -109,7 +110,7 @@ def quantize(params: Any, dtype: NarrowDtype = "int8") -> Any:
         raise ValueError("params are quantized already; quantize the float params")
 
     def one(path, leaf):
-        if not _quantizable(leaf):
+        if not quantizable(leaf):
             return leaf
         return _narrow(np.asarray(leaf, np.float32), dtype, transposed=_is_projection(path))
 
@@ -120,7 +121,7 @@ def abstract_quantized(abstract: Any, dtype: NarrowDtype) -> Any:
     """What `quantize(params, dtype)` makes of params shaped like `abstract` (ShapeDtypeStructs),
     with bfloat16 rows as bfloat16: the target a quantized checkpoint restores into (`stored`)."""
     def one(path, leaf):
-        if not _quantizable(leaf):
+        if not quantizable(leaf):
             return leaf
         transposed = _is_projection(path)
         *lead, a, b = leaf.shape
